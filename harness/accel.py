@@ -1,0 +1,90 @@
+"""Choose KVM or TCG by trying KVM for real.
+
+/dev/kvm can exist and still be useless (on the project's machines a KVM guest
+hangs while its kernel decompresses), so the probe boots a real kernel under
+`-accel kvm` with no root filesystem and a short deadline: a working KVM reaches
+the "cannot mount root" panic in well under a second, a broken one prints
+nothing. The answer is kept for the host's boot (keyed by its boot id).
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from harness import timeouts
+from harness.log import log
+from harness.paths import runtime_dir
+
+QEMU = "qemu-system-x86_64"
+REACHED = ("Kernel panic", "VFS: Unable to mount root")
+
+
+class AccelError(RuntimeError):
+    pass
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def probe_kvm(kernel: Path) -> tuple[bool, str]:
+    """Boot `kernel` under KVM with a deadline; (works, why)."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is missing or not accessible"
+    deadline = timeouts.get("probe")
+    cmd = [QEMU, "-accel", "kvm", "-cpu", "host", "-m", "256", "-nodefaults", "-display", "none",
+           "-no-reboot", "-serial", "stdio", "-kernel", str(kernel),
+           "-append", "console=ttyS0 panic=-1 loglevel=4"]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline,
+                             errors="replace")
+        text = out.stdout + out.stderr
+    except subprocess.TimeoutExpired as e:
+        text = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+        return False, f"a KVM guest kernel did not reach its root mount within {deadline:.0f}s"
+    if any(marker in text for marker in REACHED):
+        return True, "a KVM guest kernel booted"
+    last = text.strip().splitlines()[-1:] or ["no output"]
+    return False, f"KVM guest failed: {last[0][:200]}"
+
+
+def choose(requested: str, kernel: Path | None, require_kvm: bool = False) -> str:
+    """Resolve --accel=auto|kvm|tcg into kvm or tcg, warning once on fallback."""
+    if requested not in ("auto", "kvm", "tcg"):
+        raise AccelError(f"--accel={requested}: expected auto, kvm or tcg")
+    if requested == "tcg" and require_kvm:
+        raise AccelError("--require-kvm contradicts --accel=tcg")
+    if requested == "tcg":
+        return _use("tcg")
+    works, why = _cached_probe(kernel)
+    if works:
+        return _use("kvm")
+    if requested == "kvm" or require_kvm:
+        raise AccelError(f"KVM was required but does not work here: {why}")
+    log.warning("accel: KVM does not work here (%s); falling back to TCG, software "
+                "emulation: boots take minutes and every timeout is scaled x%d",
+                why, timeouts.TCG_FACTOR)
+    return _use("tcg")
+
+
+def _use(accel: str) -> str:
+    timeouts.set_accel(accel)
+    return accel
+
+
+def _cached_probe(kernel: Path | None) -> tuple[bool, str]:
+    cache = runtime_dir() / "kvm-probe.json"
+    try:
+        saved = json.loads(cache.read_text())
+        if saved.get("boot_id") == _boot_id():
+            return saved["works"], saved["why"] + " (probed earlier this host boot)"
+    except (OSError, ValueError, KeyError):
+        pass
+    if kernel is None:
+        works, why = False, "no guest kernel to probe with"
+    else:
+        works, why = probe_kvm(kernel)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"boot_id": _boot_id(), "works": works, "why": why}))
+    return works, why

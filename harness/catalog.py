@@ -1,0 +1,164 @@
+"""The distro catalog: every per-distro fact as data, validated when loaded.
+
+images/catalog.toml holds one table per distro version. Loading checks each
+field's type and allowed values, and a bad entry is an error naming the file,
+the entry and the field, so a typo never surfaces as a strange boot failure.
+"""
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.paths import REPO
+
+CATALOG = REPO / "images" / "catalog.toml"
+
+FIRMWARE = ("uefi", "bios")
+SEEDS = ("nocloud", "config-2", "ignition", "rancher", "ubuntu-core", "none")
+DOCKER_START = ("enabled", "socket", "system-docker", "framework", "snap", "manual")
+UPDATES = ("refos", "update-engine", "rpm-ostree", "snappy", "snap", "ros", "tdnf", "none")
+COMPRESSION = ("none", "xz", "bz2", "gz", "zstd")
+FORMATS = ("qcow2", "raw", "iso", "ova", "vmdk")
+
+
+class CatalogError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Image:
+    """Where the disk comes from: built by the project (`build`) or downloaded (`urls`)."""
+
+    format: str
+    build: str = ""  # a refos build artifact: "disk" or "noapparmor_disk"
+    urls: tuple[str, ...] = ()
+    compression: str = "none"
+    digest: str = ""  # "sha256:<hex>" when pinned
+    checksum_url: str = ""  # an upstream checksum file, when not pinned
+    checksum_algorithm: str = ""
+    signature_url: str = ""
+    member: str = ""  # the file inside an archive (the vmdk inside an OVA)
+    env: str = ""  # environment variable naming a local file to use instead
+
+
+@dataclass(frozen=True)
+class Boot:
+    firmware: str
+    memory_mib: int
+    ssh_user: str
+    seed: str
+    # Commands that return once the guest says its boot is finished.
+    ready: tuple[str, ...] = ()
+    kernel_args: str = ""
+
+
+@dataclass(frozen=True)
+class Promises:
+    docker: str
+    init: str
+    update: str
+    docker_unit: str = ""
+    readonly: tuple[str, ...] = ()
+    writable: tuple[str, ...] = ()
+    auto_fallback: bool = False
+    # Why a promise is absent, in the distro's own terms (shown as skip reasons).
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Distro:
+    name: str
+    title: str
+    family: str
+    image: Image
+    boot: Boot
+    promises: Promises
+    sources: tuple[str, ...] = ()
+    unverified: tuple[str, ...] = ()
+
+    @property
+    def builtin(self) -> bool:
+        return bool(self.image.build)
+
+
+def load(path: Path = CATALOG) -> dict[str, Distro]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogError(f"{path}: not valid TOML: {e}") from e
+    return {name: _build(Distro, entry, f"{path}: entry '{name}'", {"name": name})
+            for name, entry in data.items()}
+
+
+def _build(cls: type, data: object, where: str, extra: dict | None = None, prefix: str = ""):
+    """Make `cls` from a TOML table, checking names and types field by field."""
+    if not isinstance(data, dict):
+        raise CatalogError(f"{where}: field '{prefix.rstrip('.') or 'entry'}' must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields or (extra and key in extra):
+            raise CatalogError(f"{where}: unknown field '{prefix}{key}'")
+    values = dict(extra or {})
+    for name, f in fields.items():
+        if name in values:
+            continue
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise CatalogError(f"{where}: missing field '{prefix}{name}'")
+            continue
+        values[name] = _value(hints[name], data[name], where, prefix + name)
+    obj = cls(**values)
+    _check_choices(obj, where, prefix)
+    return obj
+
+
+def _value(hint, value, where: str, name: str):
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where, prefix=name + ".")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise CatalogError(f"{where}: field '{name}' must be a list of strings")
+        return tuple(value)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise CatalogError(f"{where}: field '{name}' must be a table of strings")
+        return dict(value)
+    expected = hint if not isinstance(hint, types.UnionType) else hint.__args__
+    if not isinstance(value, expected) or (hint is int and isinstance(value, bool)):
+        raise CatalogError(
+            f"{where}: field '{name}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
+    return value
+
+
+_CHOICES = {
+    (Image, "format"): FORMATS,
+    (Image, "compression"): COMPRESSION,
+    (Boot, "firmware"): FIRMWARE,
+    (Boot, "seed"): SEEDS,
+    (Promises, "docker"): DOCKER_START,
+    (Promises, "update"): UPDATES,
+}
+
+
+def _check_choices(obj, where: str, prefix: str) -> None:
+    for (cls, name), allowed in _CHOICES.items():
+        if isinstance(obj, cls) and getattr(obj, name) not in allowed:
+            raise CatalogError(
+                f"{where}: field '{prefix}{name}' is {getattr(obj, name)!r}, "
+                f"expected one of {', '.join(allowed)}")
+    if isinstance(obj, Image) and not obj.build and not obj.urls and not obj.env:
+        raise CatalogError(f"{where}: field '{prefix}urls' is empty and no 'build' is given")
+    if isinstance(obj, Boot) and obj.memory_mib < 256:
+        raise CatalogError(f"{where}: field '{prefix}memory_mib' is {obj.memory_mib}, below 256")
+
+
+def get(name: str, catalog: dict[str, Distro] | None = None) -> Distro:
+    catalog = catalog if catalog is not None else load()
+    if name not in catalog:
+        raise CatalogError(f"unknown distro '{name}'; known: {', '.join(sorted(catalog))}")
+    return catalog[name]

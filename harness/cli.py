@@ -1,0 +1,112 @@
+"""`harness`: the command line. Subcommands: build, run, boot, clean."""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import libvirt
+
+from harness import accel, catalog, imagebuild, images, runs
+from harness.log import log, setup_cli_logging
+from harness.paths import REPO
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    built = imagebuild.build(force=args.force)
+    manifest = built.manifest()
+    print(f"refos build {manifest['build_id']} in {built.root} "
+          f"(built in {manifest['seconds']}s)")
+    for name, size in sorted(manifest["sizes"].items()):
+        print(f"  {name:28} {size / 2**20:8.1f} MiB")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The main job: boot the distro, run the suites, say where the evidence is."""
+    import pytest
+
+    artifacts = Path(args.artifacts).resolve()
+    junit = artifacts / args.distro / "junit.xml"
+    started = time.monotonic()
+    status = pytest.main([str(REPO / "tests" / "suites"), f"--distro={args.distro}",
+                          f"--accel={args.accel}", f"--artifacts={artifacts}",
+                          f"--junitxml={junit}", "-p", "no:cacheprovider", *args.pytest_args])
+    print(f"\nharness run: {args.distro}: {'passed' if status == 0 else 'FAILED'} "
+          f"in {time.monotonic() - started:.0f}s")
+    print(f"  JUnit report:  {junit}")
+    for console in sorted((artifacts / args.distro).glob("*/console.log")):
+        print(f"  console log:   {console}")
+    return int(status)
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    """Boot a machine and keep it until Ctrl-C."""
+    distro = catalog.get(args.distro)
+    image = images.resolve(distro)
+    conn = libvirt.open(args.libvirt_uri)
+    runs.sweep(conn)
+    run = runs.Run.start()
+    from harness.machine import Machine
+
+    m = Machine(args.name or distro.name, distro, run, conn, image.path, image.key,
+                accel.choose(args.accel, image.kernel))
+    try:
+        m.start()
+        print(f"\n{m.name} is up. Get in with:\n  {m.ssh_command()}\n"
+              f"console log: {m.console_log}\nCtrl-C removes it.", flush=True)
+        while True:
+            m.check_alive()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("\nremoving the machine")
+    finally:
+        m.destroy()
+        runs.sweep(conn)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    conn = libvirt.open(args.libvirt_uri)
+    removed = runs.sweep(conn)
+    print(f"removed {len(removed)} leftover(s) of dead runs" if removed else "nothing to clean")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--libvirt-uri", default="qemu:///system")
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build refos (cached by recipe hash)")
+    b.add_argument("--force", action="store_true", help="rebuild even if cached")
+    b.set_defaults(func=cmd_build)
+    r = sub.add_parser("run", help="boot a distro and run the suites against it")
+    r.add_argument("--distro", default="refos")
+    r.add_argument("--accel", default="auto")
+    r.add_argument("--artifacts", default=str(REPO / "artifacts"))
+    r.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
+    r.set_defaults(func=cmd_run)
+    bt = sub.add_parser("boot", help="boot a machine and keep it until Ctrl-C")
+    bt.add_argument("distro")
+    bt.add_argument("--name", default="")
+    bt.add_argument("--accel", default="auto")
+    bt.set_defaults(func=cmd_boot)
+    c = sub.add_parser("clean", help="remove what killed runs left behind")
+    c.set_defaults(func=cmd_clean)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    setup_cli_logging(args.verbose)
+    try:
+        return args.func(args)
+    except (catalog.CatalogError, images.ImageUnavailable, accel.AccelError,
+            imagebuild.BuildError) as e:
+        log.error("%s", e)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

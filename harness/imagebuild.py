@@ -1,0 +1,283 @@
+"""Build refos from Debian packages: a UEFI GPT disk (ESP, ROOT-A, ROOT-B, STATE)
+and the update payloads that refos-update installs.
+
+No loop devices: every filesystem is made in a plain file (mksquashfs, mkfs.vfat
+plus mtools, mke2fs) and copied into the disk file at its partition's offset.
+Results are cached under a hash of the recipe directory and this module, so a
+build is skipped when nothing changed; a build runs in a scratch directory and
+is renamed into place only when complete.
+"""
+
+import fcntl
+import hashlib
+import json
+import shutil
+import subprocess
+import tarfile
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.log import log, step
+from harness.paths import REPO, cache_dir
+
+RECIPE = REPO / "images" / "refos"
+ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+LINUX_TYPE = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+MIB = 1024 * 1024
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """What one refos build produced; every path is inside the cache."""
+
+    root: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.root / "refos.qcow2"
+
+    @property
+    def noapparmor_disk(self) -> Path:
+        return self.root / "refos-noapparmor.qcow2"
+
+    @property
+    def kernel(self) -> Path:
+        return self.root / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.root / "initrd.img"
+
+    def payload(self, kind: str) -> Path:
+        """`update` or `broken`: a tar that refos-update takes."""
+        return self.root / f"payload-{kind}.tar"
+
+    def manifest(self) -> dict:
+        return json.loads((self.root / "build.json").read_text())
+
+
+def recipe_hash() -> str:
+    """Hash of every recipe file (name, mode, bytes) and of this builder."""
+    h = hashlib.sha256()
+    files = sorted(p for p in RECIPE.rglob("*") if p.is_file())
+    for p in [*files, Path(__file__)]:
+        h.update(str(p.relative_to(REPO)).encode() + b"\0")
+        h.update(oct(p.stat().st_mode & 0o777).encode() + b"\0")
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_recipe() -> dict:
+    return tomllib.loads((RECIPE / "recipe.toml").read_text())
+
+
+def artifacts() -> Artifacts:
+    """Where the current recipe's build lives (built or not)."""
+    return Artifacts(cache_dir() / "images" / f"refos-{recipe_hash()}")
+
+
+def build(force: bool = False) -> Artifacts:
+    """Build refos unless the cache already has this recipe's result."""
+    out = artifacts()
+    out.root.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.root.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out.root / "build.json").exists() and not force:
+            log.info("refos: cached build %s", out.root)
+            return out
+        scratch = out.root.with_name(out.root.name + ".partial")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        try:
+            with step(f"build refos {out.root.name}", "image"):
+                _build_into(scratch, load_recipe(), out.root.name.split("-", 1)[1])
+            shutil.rmtree(out.root, ignore_errors=True)
+            scratch.rename(out.root)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return out
+
+
+def _run(*cmd: str, **kw) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(cmd, check=True, **kw)
+    except FileNotFoundError as e:
+        raise BuildError(f"{cmd[0]} is missing: run `make deps` to install the build tools") from e
+    except subprocess.CalledProcessError as e:
+        raise BuildError(f"`{' '.join(cmd[:3])} ...` failed with status {e.returncode}") from e
+
+
+def _build_into(out: Path, recipe: dict, build_id: str) -> None:
+    started = time.monotonic()
+    tree = out / "tree"
+    with step("mmdebstrap rootfs (Debian packages)", "image"):
+        _bootstrap(tree, recipe)
+    shutil.copy(_one(tree / "boot", "vmlinuz-*"), out / "vmlinuz")
+    shutil.copy(_one(tree / "boot", "initrd.img-*"), out / "initrd.img")
+    versions = recipe["versions"]
+    sizes: dict[str, int] = {}
+    for kind in ("update", "broken"):
+        _set_release(tree, versions[kind], build_id, kind)
+        with step(f"payload {kind} (version {versions[kind]})", "image"):
+            _payload(out, tree, f"payload-{kind}.tar", versions[kind], build_id)
+    for name, variant in (("refos", "default"), ("refos-noapparmor", "noapparmor")):
+        if variant == "noapparmor":
+            _run("chroot", str(tree), "dpkg", "--purge", "apparmor", stdout=subprocess.DEVNULL)
+        _set_release(tree, versions["base"], build_id, variant)
+        with step(f"disk {name}.qcow2 (version {versions['base']})", "image"):
+            _disk(out, tree, name, recipe["disk"], versions["base"])
+    shutil.rmtree(tree)
+    for p in out.iterdir():
+        sizes[p.name] = p.stat().st_size
+    manifest = {
+        "build_id": build_id,
+        "versions": versions,
+        "sizes": sizes,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (out / "build.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for name, size in sorted(sizes.items()):
+        log.info("image: %-28s %8.1f MiB", name, size / MIB)
+
+
+def _one(directory: Path, pattern: str) -> Path:
+    found = sorted(directory.glob(pattern))
+    if len(found) != 1:
+        raise BuildError(f"expected one {pattern} in {directory}, found {len(found)}")
+    return found[0]
+
+
+def _bootstrap(tree: Path, recipe: dict) -> None:
+    customize = " && ".join(
+        [
+            "rm -f /etc/ssh/ssh_host_*",
+            ": > /etc/machine-id",
+            "echo refos > /etc/hostname",
+            "mkdir -p /efi /state /var/lib/docker",
+            "systemctl enable " + " ".join(recipe["enable"]),
+            "systemctl mask " + " ".join(recipe["mask"]),
+            "update-initramfs -u -k all",
+            "apt-get clean",
+            "rm -rf /var/lib/apt/lists/*",
+        ]
+    )
+    _run(
+        "mmdebstrap",
+        f"--variant={recipe['variant']}",
+        "--include=" + ",".join(recipe["packages"]),
+        "--components=main",
+        "--customize-hook=sync-in " + str(RECIPE / "overlay") + " /",
+        f"--customize-hook=chroot \"$1\" sh -c '{customize}'",
+        recipe["suite"],
+        str(tree),
+    )
+
+
+def _set_release(tree: Path, version: str, build_id: str, variant: str) -> None:
+    """/usr/lib/os-release says which refos this slot is; `broken` also never gets healthy."""
+    (tree / "usr/lib/os-release").write_text(
+        f'PRETTY_NAME="refos {version} ({variant}, Debian based)"\n'
+        "NAME=refos\nID=refos\nID_LIKE=debian\n"
+        f'VERSION="{version}"\nVERSION_ID={version}\n'
+        f"IMAGE_ID=refos\nIMAGE_VERSION={version}\nBUILD_ID={build_id}\n"
+        f"VARIANT_ID={variant}\n"
+    )
+    marker = tree / "usr/lib/refos/unhealthy"
+    if variant == "broken":
+        marker.touch()
+    else:
+        marker.unlink(missing_ok=True)
+
+
+def _squashfs(tree: Path, dest: Path) -> None:
+    _run("mksquashfs", str(tree), str(dest), "-comp", "zstd", "-noappend", "-quiet",
+         "-wildcards", "-e", "boot/*", stdout=subprocess.DEVNULL)
+
+
+def _payload(out: Path, tree: Path, name: str, version: str, build_id: str) -> None:
+    work = out / "payload-work"
+    work.mkdir()
+    _squashfs(tree, work / "rootfs.squashfs")
+    shutil.copy(out / "vmlinuz", work / "vmlinuz")
+    shutil.copy(out / "initrd.img", work / "initrd.img")
+    (work / "manifest").write_text(f"VERSION={version}\nBUILD_ID={build_id}\n")
+    members = ["vmlinuz", "initrd.img", "rootfs.squashfs"]
+    sums = "".join(f"{_sha256(work / m)}  {m}\n" for m in members)
+    (work / "SHA256SUMS").write_text(sums)
+    with tarfile.open(out / name, "w", format=tarfile.GNU_FORMAT) as tar:
+        for m in ["manifest", "SHA256SUMS", *members]:
+            tar.add(work / m, arcname=m)
+    shutil.rmtree(work)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MIB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _disk(out: Path, tree: Path, name: str, sizes: dict, version: str) -> None:
+    work = out / f"{name}-work"
+    work.mkdir()
+    _squashfs(tree, work / "root.squashfs")
+    if (work / "root.squashfs").stat().st_size > sizes["root"] * MIB:
+        raise BuildError(f"root filesystem does not fit ROOT-A ({sizes['root']} MiB): grow [disk] root")
+    _esp(work / "esp.img", tree, out, sizes["esp"], version)
+    parts = [
+        ("ESP", ESP_TYPE, sizes["esp"], work / "esp.img"),
+        ("ROOT-A", LINUX_TYPE, sizes["root"], work / "root.squashfs"),
+        ("ROOT-B", LINUX_TYPE, sizes["root"], None),
+        ("STATE", LINUX_TYPE, sizes["state"], None),
+    ]
+    raw = work / "disk.raw"
+    total = 1 + sum(p[2] for p in parts) + 1  # 1 MiB before the first partition, 1 for the backup GPT
+    with open(raw, "wb") as f:
+        f.truncate(total * MIB)
+    script = "label: gpt\nunit: sectors\n" + "".join(
+        f'size={size * 2048}, type={ptype}, name="{label}"\n' for label, ptype, size, _ in parts
+    )
+    _run("sfdisk", "--quiet", str(raw), input=script.encode())
+    offset = 1
+    for _label, _type, size, content in parts:
+        if content is not None:
+            _run("dd", f"if={content}", f"of={raw}", "bs=1M", f"seek={offset}",
+                 "conv=notrunc,sparse", "status=none")
+        offset += size
+    # STATE is made in place: writing an empty 4 GiB file through dd costs a minute.
+    state_offset = (offset - sizes["state"]) * MIB
+    _run("mke2fs", "-q", "-t", "ext4", "-L", "STATE", "-F", "-E", f"offset={state_offset}",
+         str(raw), f"{sizes['state']}M")
+    _run("qemu-img", "convert", "-O", "qcow2", str(raw), str(out / f"{name}.qcow2"))
+    shutil.rmtree(work)
+
+
+def _esp(dest: Path, tree: Path, out: Path, size_mib: int, version: str) -> None:
+    """systemd-boot as the removable-media loader, one known-good entry for slot A.
+
+    The entry is written by the image's own slots.sh, so the first entry and the
+    ones refos-update writes later cannot drift apart."""
+    entries = tree / "run/refos-esp/loader/entries"
+    entries.mkdir(parents=True)
+    _run("chroot", str(tree), "bash", "-c",
+         f'. /usr/lib/refos/slots.sh; ENTRIES=/run/refos-esp/loader/entries; write_entry a {version} 1 ""')
+    loader_conf = tree / "run/refos-esp/loader/loader.conf"
+    loader_conf.write_text("timeout 0\neditor no\nauto-entries no\nauto-firmware no\n")
+    _run("mkfs.vfat", "-F", "32", "-n", "ESP", "-C", str(dest), str(size_mib * 1024),
+         stdout=subprocess.DEVNULL)
+    img = ["-i", str(dest)]
+    _run("mmd", *img, "::/EFI", "::/EFI/BOOT", "::/loader", "::/loader/entries", "::/refos",
+         "::/refos/a", "::/refos/b")
+    _run("mcopy", *img, str(tree / "usr/lib/systemd/boot/efi/systemd-bootx64.efi"),
+         "::/EFI/BOOT/BOOTX64.EFI")
+    _run("mcopy", *img, str(loader_conf), "::/loader/loader.conf")
+    _run("mcopy", *img, str(_one(entries, "refos-a*.conf")), "::/loader/entries/")
+    _run("mcopy", *img, str(out / "vmlinuz"), str(out / "initrd.img"), "::/refos/a/")
+    shutil.rmtree(tree / "run/refos-esp")

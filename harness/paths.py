@@ -1,0 +1,23 @@
+"""Where the harness keeps things: one cache for built and fetched images, one
+runtime directory for what a run creates and must remove again."""
+
+import os
+from pathlib import Path
+
+APP = "container-os-harness"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    """Images and other reusable results; survives runs, never inside the repository."""
+    if env := os.environ.get("HARNESS_CACHE"):
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / APP
+
+
+def runtime_dir() -> Path:
+    """Per-run files (keys, console logs, locks); `harness clean` sweeps it."""
+    if env := os.environ.get("HARNESS_RUNTIME"):
+        return Path(env)
+    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"{APP}-{os.getuid()}"

@@ -1,0 +1,159 @@
+"""The pytest plugin: --distro and friends, and the fixtures that boot machines.
+
+Registered through the `pytest11` entry point, so `pytest --distro=NAME` works
+from any directory once the package is installed.
+"""
+
+import json
+import os
+import shutil
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from harness import accel, catalog, images, runs
+from harness.log import log
+from harness.machine import Machine
+from harness.paths import REPO
+
+MARKERS = {
+    "vm": "boots at least one virtual machine",
+    "destructive": "changes the machine (reboots, updates): gets its own machine",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "container OS harness")
+    group.addoption("--distro", default=os.environ.get("HARNESS_DISTRO", "refos"),
+                    help="catalog entry to boot (default: refos)")
+    group.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"),
+                    help="accelerator; auto probes KVM and falls back to TCG")
+    group.addoption("--require-kvm", action="store_true", help="fail instead of using TCG")
+    group.addoption("--libvirt-uri", default=os.environ.get("LIBVIRT_DEFAULT_URI",
+                                                            "qemu:///system"))
+    group.addoption("--artifacts", default=str(REPO / "artifacts"),
+                    help="where console logs, domain XML and timings are kept")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    name = config.getoption("--distro")
+    try:
+        catalog.get(name)
+    except catalog.CatalogError as e:
+        raise pytest.UsageError(f"--distro={name}: {e}") from None
+    # SIGTERM unwinds like Ctrl-C, so fixture teardown removes the machines.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+@pytest.fixture(scope="session")
+def distro(pytestconfig: pytest.Config) -> catalog.Distro:
+    return catalog.get(pytestconfig.getoption("--distro"))
+
+
+@pytest.fixture(scope="session")
+def libvirt_conn(pytestconfig: pytest.Config) -> Iterator[libvirt.virConnect]:
+    uri = pytestconfig.getoption("--libvirt-uri")
+    try:
+        conn = libvirt.open(uri)
+    except libvirt.libvirtError as e:
+        pytest.fail(f"cannot connect to libvirt at {uri}: {e}\n"
+                    "start the daemons with `make services` (virtlogd -d; libvirtd -d)")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def harness_run(libvirt_conn: libvirt.virConnect) -> Iterator[runs.Run]:
+    runs.sweep(libvirt_conn)  # what earlier, killed runs left behind
+    run = runs.Run.start()
+    log.info("harness: run %s (%s)", run.id, run.dir)
+    yield run
+    runs.sweep(libvirt_conn, keep=set())  # our own leftovers too: the run is over
+    shutil.rmtree(run.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def local_image(distro: catalog.Distro) -> images.LocalImage:
+    try:
+        return images.resolve(distro)
+    except images.ImageUnavailable as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def accelerator(pytestconfig: pytest.Config, local_image: images.LocalImage) -> str:
+    try:
+        return accel.choose(pytestconfig.getoption("--accel"), local_image.kernel,
+                            pytestconfig.getoption("--require-kvm"))
+    except accel.AccelError as e:
+        pytest.fail(str(e))
+
+
+class MachineFactory:
+    """Boots machines for one scope and removes them when the scope ends."""
+
+    def __init__(self, request: pytest.FixtureRequest, run: runs.Run,
+                 conn: libvirt.virConnect, distro: catalog.Distro,
+                 image: images.LocalImage, accel_name: str, artifacts: Path):
+        self.request, self.run, self.conn = request, run, conn
+        self.distro, self.image, self.accel = distro, image, accel_name
+        self.artifacts = artifacts
+        self.machines: list[Machine] = []
+
+    def __call__(self, name: str, extra_config: dict | None = None,
+                 distro: catalog.Distro | None = None) -> Machine:
+        m = Machine(name, distro or self.distro, self.run, self.conn, self.image.path,
+                    self.image.key, self.accel, extra_config)
+        self.machines.append(m)
+        try:
+            return m.start()
+        except BaseException:
+            self._keep_evidence(m)
+            raise
+
+    def close(self) -> None:
+        for m in self.machines:
+            self._keep_evidence(m)
+            m.destroy()
+
+    def _keep_evidence(self, m: Machine) -> None:
+        dest = self.artifacts / self.distro.name / m.name
+        dest.mkdir(parents=True, exist_ok=True)
+        for name in ("console.log", "domain.xml"):
+            if (m.dir / name).exists():
+                shutil.copy(m.dir / name, dest / name)
+        (dest / "timings.json").write_text(json.dumps(m.timings, indent=2) + "\n")
+
+
+def _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator):
+    artifacts = Path(request.config.getoption("--artifacts"))
+    return MachineFactory(request, harness_run, libvirt_conn, distro, local_image, accelerator,
+                          artifacts)
+
+
+@pytest.fixture(scope="session")
+def session_machines(request, harness_run, libvirt_conn, distro, local_image, accelerator
+                     ) -> Iterator[MachineFactory]:
+    factory = _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def machine_factory(request, harness_run, libvirt_conn, distro, local_image, accelerator
+                    ) -> Iterator[MachineFactory]:
+    """Boots machines that live for one test: `machine_factory("name")`."""
+    factory = _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def machine(session_machines: MachineFactory, distro: catalog.Distro) -> Machine:
+    """One machine shared by every test that does not change it."""
+    return session_machines(f"{distro.name}-shared".replace("_", "-"))

@@ -1,0 +1,113 @@
+"""Disks as libvirt storage volumes, so the same code serves a local and a remote host.
+
+A base image is uploaded once into the `harness` pool (through the libvirt
+stream API, not by path) and never written again; each VM gets a qcow2 overlay
+volume backed by it, and its seed is uploaded as a volume of its own. Volumes
+made for a run carry the run id in their names, which is what cleanup matches.
+"""
+
+import json
+import subprocess
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import libvirt
+
+from harness.log import step
+
+POOL = "harness"
+POOL_DIR = "/var/lib/libvirt/images/harness"
+CHUNK = 4 * 1024 * 1024
+
+
+def pool(conn: libvirt.virConnect) -> libvirt.virStoragePool:
+    """The harness's directory pool, defined and started on first use."""
+    try:
+        p = conn.storagePoolLookupByName(POOL)
+    except libvirt.libvirtError:
+        root = ET.Element("pool", type="dir")
+        ET.SubElement(root, "name").text = POOL
+        ET.SubElement(ET.SubElement(root, "target"), "path").text = POOL_DIR
+        p = conn.storagePoolDefineXML(ET.tostring(root, encoding="unicode"), 0)
+        p.build(0)
+        p.setAutostart(1)
+    if not p.isActive():
+        p.create(0)
+    return p
+
+
+def _volume_xml(name: str, capacity: int, fmt: str, backing: str | None = None) -> str:
+    root = ET.Element("volume")
+    ET.SubElement(root, "name").text = name
+    ET.SubElement(root, "capacity", unit="bytes").text = str(capacity)
+    ET.SubElement(ET.SubElement(root, "target"), "format", type=fmt)
+    if backing:
+        store = ET.SubElement(root, "backingStore")
+        ET.SubElement(store, "path").text = backing
+        ET.SubElement(store, "format", type="qcow2")
+    return ET.tostring(root, encoding="unicode")
+
+
+def _lookup(p: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
+    try:
+        return p.storageVolLookupByName(name)
+    except libvirt.libvirtError:
+        return None
+
+
+def upload(p: libvirt.virStoragePool, name: str, source: Path) -> libvirt.virStorageVol:
+    """Copy a local file into a new raw volume through the libvirt stream API.
+
+    A failed upload deletes the volume, so a half-written volume never stays."""
+    size = source.stat().st_size
+    vol = p.createXML(_volume_xml(name, size, "raw"), 0)
+    conn = p.connect()
+    try:
+        stream = conn.newStream(0)
+        vol.upload(stream, 0, size, 0)
+        with open(source, "rb") as f:
+            stream.sendAll(lambda _s, n, fh: fh.read(min(n, CHUNK)), f)
+        stream.finish()
+    except BaseException:
+        vol.delete(0)
+        raise
+    return vol
+
+
+def base_volume(conn: libvirt.virConnect, image: Path, key: str) -> tuple[str, int]:
+    """Path and virtual size of the pool's copy of a qcow2 base image.
+
+    `key` names the content (a digest or recipe hash). A marker volume is
+    created after the upload completed, so an upload killed half way is
+    redone, not used."""
+    p = pool(conn)
+    name, marker = f"base-{key}.qcow2", f"base-{key}.complete"
+    vsize = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", str(image)],
+        check=True, capture_output=True, text=True).stdout)["virtual-size"]
+    if _lookup(p, marker) is None:
+        if stale := _lookup(p, name):
+            stale.delete(0)
+        mib = image.stat().st_size / 2**20
+        with step(f"upload {image.name} ({mib:.0f} MiB) to pool {POOL}", "storage"):
+            upload(p, name, image)
+        p.createXML(_volume_xml(marker, 0, "raw"), 0)
+    return p.storageVolLookupByName(name).path(), vsize
+
+
+def overlay(conn: libvirt.virConnect, name: str, backing: str, capacity: int) -> str:
+    """A new qcow2 volume over `backing`; the base is never written."""
+    vol = pool(conn).createXML(_volume_xml(name, capacity, "qcow2", backing), 0)
+    return vol.path()
+
+
+def delete_volumes(conn: libvirt.virConnect, prefix: str) -> list[str]:
+    """Delete every volume whose name starts with `prefix`; returns their names."""
+    p = pool(conn)
+    p.refresh(0)
+    gone = []
+    for vol in p.listAllVolumes(0):
+        if vol.name().startswith(prefix):
+            vol.delete(0)
+            gone.append(vol.name())
+    return gone

@@ -1,0 +1,33 @@
+"""Every timeout in one place. Values are for a KVM guest; without KVM (TCG,
+software emulation) they are multiplied, since everything runs 5 to 20 times
+slower. HARNESS_TIMEOUT_SCALE multiplies them again (a slow CI host)."""
+
+import os
+
+BASE = {
+    "boot": 60,  # domain start to the first SSH banner
+    "ssh_command": 15,  # one command, once connected
+    "ready": 60,  # SSH to "boot finished" (systemd, cloud-init)
+    "reboot": 60,  # reboot request to the new boot answering
+    "shutdown": 30,
+    "unit": 30,  # wait_for_unit
+    "probe": 4,  # the KVM probe's deadline
+}
+TCG_FACTOR = 5
+_accel = "tcg"
+
+
+def set_accel(accel: str) -> None:
+    global _accel
+    _accel = accel
+
+
+def scale() -> float:
+    factor = 1.0 if _accel == "kvm" else TCG_FACTOR
+    return factor * float(os.environ.get("HARNESS_TIMEOUT_SCALE", "1"))
+
+
+def get(name: str) -> float:
+    if name == "probe":  # the probe decides the accelerator, so it cannot depend on it
+        return BASE[name] * float(os.environ.get("HARNESS_TIMEOUT_SCALE", "1"))
+    return BASE[name] * scale()
