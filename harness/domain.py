@@ -43,6 +43,7 @@ class DomainSpec:
     vcpus: int = 1
     accel: str = "tcg"  # "kvm" or "tcg"
     open_network: bool = False  # users may opt out of restrict=on; tests never do
+    fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, local file): Ignition configs
     extra_qemu_args: tuple[str, ...] = field(default=())
 
 
@@ -89,6 +90,8 @@ def _network(root: ET.Element, spec: DomainSpec) -> None:
     args = ["-netdev", netdev_arg(spec.ssh_port, spec.open_network),
             "-device", f"virtio-net-pci,netdev=hn0,bus=pci.0,addr={NIC_SLOT}",
             *spec.extra_qemu_args]
+    for name, path in spec.fw_cfg:
+        args += ["-fw_cfg", f"name={name},file={path}"]
     for arg in args:
         ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", value=arg)
 

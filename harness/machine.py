@@ -93,23 +93,27 @@ class Machine:
         intent = seed.Intent(hostname=self.name, user=self.distro.boot.ssh_user,
                              authorized_keys=(self.client_key.public,), host_key=self.host_key,
                              instance_id=f"{self.run_.id}-{self.name}", extra=self.extra_config)
-        seed_iso = seed.build(self.distro.boot.seed, intent, self.dir)
+        self.seed = seed.build(self.distro.boot.seed, intent, self.dir)
         pool = storage.pool(self.conn)
         base, vsize = storage.base_volume(self.conn, self.image, self.image_key)
         prefix = self.run_.volume_prefix() + self.name
         self.res.volumes.append(prefix)
-        storage.upload(pool, f"{prefix}-seed.iso", seed_iso)
+        if self.seed.disk:
+            storage.upload(pool, f"{prefix}-seed.iso", self.seed.disk)
         storage.overlay(self.conn, f"{prefix}.qcow2", base, vsize)
 
     def _spec(self, port: int) -> domain.DomainSpec:
         prefix = self.run_.volume_prefix() + self.name
-        disks = (domain.Disk(storage.POOL, f"{prefix}.qcow2", "vda"),
-                 domain.Disk(storage.POOL, f"{prefix}-seed.iso", "vdb", fmt="raw", readonly=True))
+        disks = [domain.Disk(storage.POOL, f"{prefix}.qcow2", "vda")]
+        if self.seed.disk:
+            disks.append(domain.Disk(storage.POOL, f"{prefix}-seed.iso", "vdb", fmt="raw",
+                                     readonly=True))
         return domain.DomainSpec(
             name=self.run_.domain_name(self.name), run_id=self.run_.id,
             memory_mib=self.distro.boot.memory_mib, firmware=self.distro.boot.firmware,
-            disks=disks, console_log=self.console_log, ssh_port=port,
-            nvram=Path(storage.POOL_DIR) / f"{prefix}-VARS.fd", accel=self.accel)
+            disks=tuple(disks), console_log=self.console_log, ssh_port=port,
+            nvram=Path(storage.POOL_DIR) / f"{prefix}-VARS.fd", accel=self.accel,
+            fw_cfg=self.seed.fw_cfg)
 
     def _boot(self) -> None:
         for attempt in range(3):

@@ -110,14 +110,25 @@ def _iso9660_name(path: str) -> str:
     return "/" + "/".join(re.sub(r"[^A-Z0-9_]", "_", p.upper())[:30] for p in path.split("/"))
 
 
-def nocloud(intent: Intent, dest: Path) -> Path:
-    return write_iso(dest, "cidata", {"user-data": user_data(intent),
-                                      "meta-data": meta_data(intent)})
+@dataclass(frozen=True)
+class Media:
+    """What a machine is given at first boot, in whichever ways its distro reads.
+
+    `disk` is attached as a read-only virtio disk (cloud-init does not see a
+    SATA CD-ROM on Debian's cloud kernel); `fw_cfg` entries are QEMU firmware
+    config items (Ignition); `kernel_args` are appended to the command line
+    where the boot path allows it. `files` is what the media holds, kept as
+    evidence (never with private keys)."""
+
+    files: dict[str, bytes]
+    disk: Path | None = None
+    fw_cfg: tuple[tuple[str, Path], ...] = ()
+    kernel_args: str = ""
 
 
-def build(seed_format: str, intent: Intent, dest_dir: Path) -> Path:
-    """The seed image for a catalog entry's `boot.seed` format."""
-    writers = {"nocloud": lambda: nocloud(intent, dest_dir / "seed.iso")}
-    if seed_format not in writers:
-        raise SeedError(f"seed format {seed_format!r} has no writer yet")
-    return writers[seed_format]()
+def build(seed_format: str, intent: Intent, dest_dir: Path) -> Media:
+    """The first-boot media for a catalog entry's `boot.seed` format."""
+    if seed_format == "nocloud":
+        files = {"user-data": user_data(intent), "meta-data": meta_data(intent)}
+        return Media(files, disk=write_iso(dest_dir / "seed.iso", "cidata", files))
+    raise SeedError(f"seed format {seed_format!r} has no writer yet")
