@@ -73,6 +73,41 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Write the first-boot media a distro would get, with throwaway keys, for inspection."""
+    from harness import keys, seed
+
+    distro = catalog.get(args.distro)
+    out = Path(args.out).resolve()
+    keydir = out / "keys"
+    client = keys.generate(keydir, "id_ed25519", "harness-seed-inspection")
+    host = keys.generate(keydir, "ssh_host_ed25519_key", "harness-seed-inspection")
+    fmt = args.format or distro.boot.seed
+    options = distro.boot.seed_options if fmt == distro.boot.seed else {}
+    try:
+        extra = Path(args.extra).read_text() if args.extra else {}
+        intent = seed.Intent(hostname=args.hostname or distro.name.replace("_", "-").lower(),
+                             user=distro.boot.ssh_user, authorized_keys=(client.public,),
+                             host_key=host, extra=extra)
+        media = seed.build(fmt, intent, out, options)
+    except seed.SeedError as e:
+        log.error("%s: %s", distro.name, e)
+        return 2
+    for name, data in media.files.items():
+        (out / "files" / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / "files" / name).write_bytes(data)
+    print(f"{distro.name}: {fmt} seed in {out} (throwaway keys in {keydir})")
+    shown = {"disk": media.disk, "fw_cfg": media.fw_cfg, "kernel args": media.kernel_args,
+             "password login": media.password_login, "notes": media.notes}
+    for label, value in shown.items():
+        if value:
+            print(f"  {label:15} {value}")
+    print(f"  {'host key given':15} {media.host_key_given}")
+    for name in media.files:
+        print(f"  file            {out / 'files' / name}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -92,6 +127,13 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--name", default="")
     bt.add_argument("--accel", default="auto")
     bt.set_defaults(func=cmd_boot)
+    sd = sub.add_parser("seed", help="write a distro's first-boot media, for inspection")
+    sd.add_argument("distro")
+    sd.add_argument("--out", required=True, help="directory for the media and its files")
+    sd.add_argument("--extra", default="", help="YAML file of extra configuration")
+    sd.add_argument("--format", default="", help="another seed format than the catalog's")
+    sd.add_argument("--hostname", default="")
+    sd.set_defaults(func=cmd_seed)
     c = sub.add_parser("clean", help="remove what killed runs left behind")
     c.set_defaults(func=cmd_clean)
     return p

@@ -55,8 +55,10 @@ class Resources:
 class Machine:
     def __init__(self, name: str, distro: Distro, run: runs.Run, conn: libvirt.virConnect,
                  image: Path, image_key: str, accel: str, extra_config: dict | None = None,
-                 kernel_args: str = ""):
+                 kernel_args: str = "", seed_format: str = ""):
         self.name, self.distro, self.run_ = name, distro, run
+        # Another first-boot format than the catalog's (refos reads NoCloud and config-2).
+        self.seed_format = seed_format
         self.conn, self.image, self.image_key, self.accel = conn, image, image_key, accel
         self.extra_config = extra_config or {}
         self.kernel_args = kernel_args
@@ -93,7 +95,9 @@ class Machine:
         intent = seed.Intent(hostname=self.name, user=self.distro.boot.ssh_user,
                              authorized_keys=(self.client_key.public,), host_key=self.host_key,
                              instance_id=f"{self.run_.id}-{self.name}", extra=self.extra_config)
-        self.seed = seed.build(self.distro.boot.seed, intent, self.dir)
+        fmt = self.seed_format or self.distro.boot.seed
+        options = self.distro.boot.seed_options if fmt == self.distro.boot.seed else {}
+        self.seed = seed.build(fmt, intent, self.dir, options)
         pool = storage.pool(self.conn)
         base, vsize = storage.base_volume(self.conn, self.image, self.image_key)
         prefix = self.run_.volume_prefix() + self.name

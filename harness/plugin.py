@@ -105,10 +105,11 @@ class MachineFactory:
         self.artifacts = artifacts
         self.machines: list[Machine] = []
 
-    def __call__(self, name: str, extra_config: dict | None = None,
-                 distro: catalog.Distro | None = None) -> Machine:
+    def __call__(self, name: str, extra_config: dict | str | None = None,
+                 distro: catalog.Distro | None = None, seed_format: str = "") -> Machine:
+        """`seed_format` overrides the catalog's first-boot format (harness.seed.FORMATS)."""
         m = Machine(name, distro or self.distro, self.run, self.conn, self.image.path,
-                    self.image.key, self.accel, extra_config)
+                    self.image.key, self.accel, extra_config, seed_format=seed_format)
         self.machines.append(m)
         try:
             return m.start()

@@ -1,134 +1,191 @@
 """First-boot media: what a distro reads on its first boot, built from one intent.
 
-The intent (user, keys, hostname, extra configuration) is turned into the
-distro's format as data: a template from seeds/ deep-merged with the intent
-and the test's extra keys, then serialised. NoCloud is written here; the
-other formats add a writer beside it.
+An `Intent` (hostname, user, the run's public keys, the guest's host key and a
+test's extra configuration) becomes the distro's format as data: a template
+from seeds/ deep-merged with the intent, then serialised. Nothing is ever
+concatenated as text, and bad input is refused with a SeedError naming the
+field before anything is written or booted.
+
+The extra configuration (`Intent.extra`, a dict or YAML text) has a generic
+vocabulary that every format maps:
+
+    users:        [{name, groups: [..], ssh_authorized_keys: [..], sudo: bool, shell}]
+    write_files:  [{path, content, permissions: "0644"}]
+    runcmd:       ["command", ...]      run once, at the end of the first boot
+    units:        [{name: "x.service", content, enabled: true}]
+    cloud_config: {...}  native keys of the cloud-config dialect (merged as data)
+    ignition:     {...}  native Ignition keys (merged as data)
+    rancher:      {...}  RancherOS `rancher:` keys
+
+How each format maps it (a key a format cannot express is a SeedError):
+
+    format       medium                              users  files  runcmd  units  host key
+    nocloud      ISO `cidata` (user-data, meta-data)  yes    yes    yes     (1)    ssh_keys
+    config-2     ISO `config-2` (openstack/latest/    yes    yes    yes(2)  yes(2) ssh_keys or
+                 user_data, meta_data.json)                                        file (3)
+    ignition     JSON via fw_cfg                      yes    yes    (4)     yes    file (3)
+    rancher      config-2 ISO, or also cmdline (5)    no     yes    yes     no     not given
+    ubuntu-core  ISO `cidata` (6)                     yes    yes    yes     (1)    ssh_keys (6)
+    none         nothing: login ubuntu/ubuntu (7)     no     no     no      no     not given
+
+ (1) written to /etc/systemd/system and enabled by `systemctl enable --now` in runcmd.
+ (2) cloud-init dialect as nocloud; coreos-cloudinit dialect (catalog seed option
+     `dialect = "coreos-cloudinit"`) puts units in `coreos.units` and, having no
+     runcmd, runs the commands from a oneshot unit that marks itself done.
+ (3) /etc/ssh/ssh_host_ed25519_key written as a file (unverified by boot: that the
+     distro's key generation leaves an existing key alone).
+ (4) a oneshot unit, as in (2).
+ (5) catalog seed option `route = "cmdline"` adds `rancher.*` kernel arguments
+     (scalar `rancher:` keys only; at most 2048 bytes). The driver can pass them only
+     when it boots a kernel directly, not when firmware boots the disk, so the
+     config-2 ISO is always given as well.
+ (6) Ubuntu Core: the route its docs describe for a user without console-conf is a
+     system-user assertion in auto-import.assert on removable media, which must be
+     signed by the brand of the device's model: the harness cannot sign for
+     Canonical's models, so it is not built. A NoCloud `cidata` seed is written
+     instead. Unverified: that a stock (signed-grade) Ubuntu Core 22/24 image lets
+     cloud-init read it on first boot, and that users, runcmd, units and ssh_keys
+     apply there (its / is read-only; users go to extrausers).
+ (7) Ubuntu Snappy 15.04 reads no first-boot configuration; the harness must log in
+     by password and cannot verify the host key (Media.password_login,
+     Media.host_key_given = False). The driver's SSH is key-only today.
+
+Seed options (catalog `boot.seed_options`): `ignition_spec` (default 3.3.0),
+`fw_cfg` (opt/com.coreos/config for Fedora CoreOS, opt/org.flatcar-linux/config
+for Flatcar), `dialect` for config-2, `route` for rancher.
+
+Also unverified: the RancherOS keys `runcmd` and `mounts`, and coreos-cloudinit's
+reading of `meta_data.json`, come from their docs; neither reader is packaged in
+Debian, so only the config-2 layout is read back (by cloud-init's reader).
 """
 
-import io
 import json
-import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
-import pycdlib
+from harness.seeds import cloudconfig, ignition
+from harness.seeds.base import (
+    LIMITS,
+    Intent,
+    Media,
+    SeedError,
+    check_sizes,
+    check_total,
+    merge,
+    template,
+    write_iso,
+)
 
-from harness.keys import KeyPair
-from harness.paths import REPO
+__all__ = ["FORMATS", "Intent", "Media", "SeedError", "build", "merge", "write_iso"]
 
-SEEDS = REPO / "seeds"
-HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-
-
-class SeedError(ValueError):
-    pass
-
-
-@dataclass(frozen=True)
-class Intent:
-    """What every first-boot format must express."""
-
-    hostname: str
-    user: str
-    authorized_keys: tuple[str, ...]
-    host_key: KeyPair | None = None
-    instance_id: str = "harness"
-    extra: dict = field(default_factory=dict)  # cloud-config keys, merged as data
-
-    def __post_init__(self) -> None:
-        if not HOSTNAME.match(self.hostname):
-            raise SeedError(f"hostname {self.hostname!r} is not a valid host name "
-                            "(lowercase letters, digits and '-', at most 63)")
+OPTIONS = {
+    "nocloud": {},
+    "config-2": {"dialect": ("cloud-init", "coreos-cloudinit")},
+    "ignition": {"ignition_spec": ignition.SPECS, "fw_cfg": ignition.FW_CFG},
+    "rancher": {"route": ("config-2", "cmdline")},
+    "ubuntu-core": {},
+    "none": {},
+}
+DEFAULTS = {"dialect": "cloud-init", "ignition_spec": "3.3.0",
+            "fw_cfg": "opt/com.coreos/config", "route": "config-2"}
+FORMATS = tuple(OPTIONS)
 
 
-def merge(base: dict, extra: dict) -> dict:
-    """Deep merge: tables merge key by key, lists are appended, scalars replaced."""
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(out.get(key), dict) and isinstance(value, dict):
-            out[key] = merge(out[key], value)
-        elif isinstance(out.get(key), list) and isinstance(value, list):
-            out[key] = out[key] + value
-        else:
-            out[key] = value
-    return out
+def build(seed_format: str, intent: Intent, dest_dir: Path,
+          options: Mapping[str, str] | None = None) -> Media:
+    """The first-boot media for a catalog entry's `boot.seed` format, written to
+    `dest_dir`; `options` are the entry's `boot.seed_options`."""
+    if seed_format not in OPTIONS:
+        raise SeedError(f"seed format {seed_format!r} is unknown; known: {', '.join(FORMATS)}")
+    opts = _options(seed_format, options or {})
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    return WRITERS[seed_format](intent, dest_dir, opts)
 
 
-def cloud_config(intent: Intent) -> dict:
-    config = json.loads((SEEDS / "cloud-config.json").read_text())
-    config = merge(config, {
-        "hostname": intent.hostname,
-        "users": [{
-            "name": intent.user,
-            "sudo": "ALL=(ALL) NOPASSWD:ALL",
-            "shell": "/bin/bash",
-            "lock_passwd": True,
-            "ssh_authorized_keys": list(intent.authorized_keys),
-        }],
-    })
-    if intent.host_key:
-        config["ssh_keys"] = {
-            "ed25519_private": intent.host_key.private_pem,
-            "ed25519_public": intent.host_key.public,
-        }
-    return merge(config, intent.extra)
+def _options(seed_format: str, given: Mapping[str, str]) -> dict[str, str]:
+    allowed = OPTIONS[seed_format]
+    for key, value in given.items():
+        if key not in allowed:
+            raise SeedError(f"seed option {key!r} does not apply to {seed_format}; "
+                            f"it takes {', '.join(allowed) or 'none'}")
+        if value not in allowed[key]:
+            raise SeedError(f"seed option {key}: {value!r} is not one of "
+                            f"{', '.join(allowed[key])}")
+    return {k: given.get(k, DEFAULTS[k]) for k in allowed}
 
 
-def user_data(intent: Intent) -> bytes:
-    # JSON is YAML, so cloud-init reads it as cloud-config; no text templating.
-    return b"#cloud-config\n" + json.dumps(cloud_config(intent), indent=2).encode() + b"\n"
+def _iso(dest: Path, label: str, files: dict[str, bytes]) -> Path:
+    check_total(files, "iso")
+    return write_iso(dest, label, files)
 
 
-def meta_data(intent: Intent) -> bytes:
-    return json.dumps({"instance-id": intent.instance_id,
-                       "local-hostname": intent.hostname}).encode() + b"\n"
+def _nocloud(intent: Intent, dest: Path, opts: dict) -> Media:
+    check_sizes(intent.extra, "iso")
+    files = {"user-data": cloudconfig.document(cloudconfig.cloud_init(intent)),
+             "meta-data": cloudconfig.nocloud_meta(intent)}
+    return Media(files, disk=_iso(dest / "seed.iso", "cidata", files),
+                 host_key_given=intent.host_key is not None)
 
 
-def write_iso(dest: Path, label: str, files: dict[str, bytes]) -> Path:
-    """An ISO 9660 image with Rock Ridge and Joliet names (cloud-init wants the
-    lowercase names); `files` maps a path like "openstack/latest/user_data" to bytes."""
-    iso = pycdlib.PyCdlib()
-    iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=label)
-    made: set[str] = set()
-    for name, data in sorted(files.items()):
-        parts = name.split("/")
-        for depth in range(1, len(parts)):
-            directory = "/".join(parts[:depth])
-            if directory not in made:
-                iso.add_directory(_iso9660_name(directory), rr_name=parts[depth - 1],
-                                  joliet_path="/" + directory)
-                made.add(directory)
-        iso.add_fp(io.BytesIO(data), len(data), _iso9660_name(name) + ";1",
-                   rr_name=parts[-1], joliet_path="/" + name)
-    iso.write(str(dest))
-    iso.close()
-    return dest
+def _config_drive(intent: Intent, dest: Path, opts: dict) -> Media:
+    check_sizes(intent.extra, "iso")
+    coreos = opts["dialect"] == "coreos-cloudinit"
+    config = cloudconfig.coreos_cloudinit(intent) if coreos else cloudconfig.cloud_init(intent)
+    return _openstack_iso(intent, dest, config, intent.host_key is not None)
 
 
-def _iso9660_name(path: str) -> str:
-    return "/" + "/".join(re.sub(r"[^A-Z0-9_]", "_", p.upper())[:30] for p in path.split("/"))
+def _openstack_iso(intent: Intent, dest: Path, config: dict, host_key: bool,
+                   kernel_args: str = "") -> Media:
+    files = {"openstack/latest/user_data": cloudconfig.document(config),
+             "openstack/latest/meta_data.json": cloudconfig.openstack_meta(intent)}
+    return Media(files, disk=_iso(dest / "seed.iso", "config-2", files),
+                 host_key_given=host_key, kernel_args=kernel_args)
 
 
-@dataclass(frozen=True)
-class Media:
-    """What a machine is given at first boot, in whichever ways its distro reads.
-
-    `disk` is attached as a read-only virtio disk (cloud-init does not see a
-    SATA CD-ROM on Debian's cloud kernel); `fw_cfg` entries are QEMU firmware
-    config items (Ignition); `kernel_args` are appended to the command line
-    where the boot path allows it. `files` is what the media holds, kept as
-    evidence (never with private keys)."""
-
-    files: dict[str, bytes]
-    disk: Path | None = None
-    fw_cfg: tuple[tuple[str, Path], ...] = ()
-    kernel_args: str = ""
+def _rancher(intent: Intent, dest: Path, opts: dict) -> Media:
+    check_sizes(intent.extra, "iso")
+    config = cloudconfig.rancher(intent)
+    args = ""
+    if opts["route"] == "cmdline":
+        args = cloudconfig.rancher_cmdline(config)
+        if len(args.encode()) > LIMITS["cmdline"]:
+            raise SeedError(f"extra.rancher: {len(args.encode())} bytes of kernel arguments, "
+                            f"more than the command line takes ({LIMITS['cmdline']})")
+    return _openstack_iso(intent, dest, config, False, args)
 
 
-def build(seed_format: str, intent: Intent, dest_dir: Path) -> Media:
-    """The first-boot media for a catalog entry's `boot.seed` format."""
-    if seed_format == "nocloud":
-        files = {"user-data": user_data(intent), "meta-data": meta_data(intent)}
-        return Media(files, disk=write_iso(dest_dir / "seed.iso", "cidata", files))
-    raise SeedError(f"seed format {seed_format!r} has no writer yet")
+def _ignition(intent: Intent, dest: Path, opts: dict) -> Media:
+    check_sizes(intent.extra, "fw_cfg")
+    data = json.dumps(ignition.config(intent, opts["ignition_spec"]), indent=2).encode() + b"\n"
+    files = {"config.ign": data}
+    check_total(files, "fw_cfg")
+    path = dest / "config.ign"
+    path.write_bytes(data)
+    return Media(files, fw_cfg=((opts["fw_cfg"], path),),
+                 host_key_given=intent.host_key is not None)
+
+
+def _ubuntu_core(intent: Intent, dest: Path, opts: dict) -> Media:
+    check_sizes(intent.extra, "iso")
+    config = cloudconfig.cloud_init(intent, "ubuntu-core.json")
+    files = {"user-data": cloudconfig.document(config),
+             "meta-data": cloudconfig.nocloud_meta(intent)}
+    return Media(files, disk=_iso(dest / "seed.iso", "cidata", files),
+                 host_key_given=intent.host_key is not None,
+                 notes=("Ubuntu Core: CIDATA seed; unverified that a signed-grade image "
+                        "reads it (see harness.seed)",))
+
+
+def _none(intent: Intent, dest: Path, opts: dict) -> Media:
+    if intent.extra:
+        key = next(iter(intent.extra))
+        raise SeedError(f"extra.{key}: this distro reads no first-boot configuration "
+                        "(Snappy 15.04: default login only)")
+    login = template("none.json")["login"]
+    return Media({}, password_login=(login["user"], login["password"]), host_key_given=False,
+                 notes=("no first-boot media: log in by password; the host key is the "
+                        "guest's own and cannot be verified in advance",))
+
+
+WRITERS = {"nocloud": _nocloud, "config-2": _config_drive, "ignition": _ignition,
+           "rancher": _rancher, "ubuntu-core": _ubuntu_core, "none": _none}
