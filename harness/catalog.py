@@ -22,6 +22,9 @@ DOCKER_START = ("enabled", "socket", "system-docker", "framework", "snap", "manu
 UPDATES = ("refos", "update-engine", "rpm-ostree", "snappy", "snap", "ros", "tdnf", "none")
 COMPRESSION = ("none", "xz", "bz2", "gz", "zstd")
 FORMATS = ("qcow2", "raw", "iso", "ova", "vmdk")
+STREAMS = ("", "fedora-coreos", "flatcar")  # how a moving target becomes a version
+CHECKSUM_ALGORITHMS = ("", "sha256", "sha512", "sha1")
+_HEX_WIDTH = {"sha256": 64, "sha512": 128, "sha1": 40}
 
 
 class CatalogError(ValueError):
@@ -42,6 +45,10 @@ class Image:
     signature_url: str = ""
     member: str = ""  # the file inside an archive (the vmdk inside an OVA)
     env: str = ""  # environment variable naming a local file to use instead
+    # A moving target (STREAMS): `stream_url` names the current version, which then
+    # fills `{version}` in `urls` and `checksum_url` (or, for Fedora CoreOS, gives them).
+    stream: str = ""
+    stream_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class Distro:
     boot: Boot
     promises: Promises
     sources: tuple[str, ...] = ()
+    # Facts not confirmed, one per item as "field: why" (e.g. "image.digest: host gone").
     unverified: tuple[str, ...] = ()
 
     @property
@@ -141,6 +149,8 @@ def _value(hint, value, where: str, name: str):
 _CHOICES = {
     (Image, "format"): FORMATS,
     (Image, "compression"): COMPRESSION,
+    (Image, "stream"): STREAMS,
+    (Image, "checksum_algorithm"): CHECKSUM_ALGORITHMS,
     (Boot, "firmware"): FIRMWARE,
     (Boot, "seed"): SEEDS,
     (Promises, "docker"): DOCKER_START,
@@ -154,10 +164,49 @@ def _check_choices(obj, where: str, prefix: str) -> None:
             raise CatalogError(
                 f"{where}: field '{prefix}{name}' is {getattr(obj, name)!r}, "
                 f"expected one of {', '.join(allowed)}")
-    if isinstance(obj, Image) and not obj.build and not obj.urls and not obj.env:
-        raise CatalogError(f"{where}: field '{prefix}urls' is empty and no 'build' is given")
+    if isinstance(obj, Image):
+        _check_image(obj, where, prefix)
+    if isinstance(obj, Distro):
+        _check_verifiable(obj, where)
     if isinstance(obj, Boot) and obj.memory_mib < 256:
         raise CatalogError(f"{where}: field '{prefix}memory_mib' is {obj.memory_mib}, below 256")
+
+
+def _check_image(img: Image, where: str, prefix: str) -> None:
+    """A downloaded image needs a way to be found and a way to be verified."""
+    def bad(name: str, why: str) -> CatalogError:
+        return CatalogError(f"{where}: field '{prefix}{name}' {why}")
+
+    if img.build:
+        return
+    if not img.urls and img.stream != "fedora-coreos":
+        raise bad("urls", "is empty and no 'build' or 'stream' gives them")
+    if img.stream and not img.stream_url:
+        raise bad("stream_url", f"is empty but stream is {img.stream!r}")
+    if not img.stream and any("{version}" in u for u in (*img.urls, img.checksum_url)):
+        raise bad("urls", "use {version} but no 'stream' resolves it")
+    if img.digest:
+        algorithm, _, hexdigest = img.digest.partition(":")
+        if _HEX_WIDTH.get(algorithm) != len(hexdigest) or not _is_hex(hexdigest):
+            raise bad("digest", f"is {img.digest!r}, expected '<sha256|sha512|sha1>:<hex>'")
+    if img.checksum_url and not img.checksum_algorithm:
+        raise bad("checksum_algorithm", "is empty but checksum_url is given")
+    if img.format == "ova" and not img.member:
+        raise bad("member", "is empty: an OVA needs the name (or glob) of its disk")
+
+
+def _check_verifiable(d: Distro, where: str) -> None:
+    """A download with no way to check its bytes must say so in `unverified`."""
+    img = d.image
+    if img.build or img.digest or img.checksum_url or img.stream == "fedora-coreos":
+        return
+    if not any(u.split(":", 1)[0].strip() == "image.digest" for u in d.unverified):
+        raise CatalogError(f"{where}: field 'image.digest' is empty: pin it, give a "
+                           "checksum_url, or list 'image.digest' in unverified")
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 def get(name: str, catalog: dict[str, Distro] | None = None) -> Distro:

@@ -1,4 +1,4 @@
-"""`harness`: the command line. Subcommands: build, run, boot, clean."""
+"""`harness`: the command line. Subcommands: build, run, boot, fetch, clean."""
 
 import argparse
 import sys
@@ -73,6 +73,23 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    """Put a distro's image in the cache (or find it there) and say where it is."""
+    from harness import fetch
+
+    distro = catalog.get(args.distro)
+    try:
+        image = images.resolve(distro, offline=args.offline, image_path=args.image)
+    except fetch.FetchError as e:
+        log.error("%s", e)
+        return 2
+    print(f"{distro.name}: {image.path}")
+    for name, value in image.record().items():
+        if value and name != "path":
+            print(f"  {name:8} {value}")
+    return 0
+
+
 def cmd_seed(args: argparse.Namespace) -> int:
     """Write the first-boot media a distro would get, with throwaway keys, for inspection."""
     from harness import keys, seed
@@ -127,6 +144,11 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--name", default="")
     bt.add_argument("--accel", default="auto")
     bt.set_defaults(func=cmd_boot)
+    f = sub.add_parser("fetch", help="download and verify a distro's image into the cache")
+    f.add_argument("distro")
+    f.add_argument("--offline", action="store_true", help="use the cache only")
+    f.add_argument("--image", default=None, help="use this local file instead of downloading")
+    f.set_defaults(func=cmd_fetch)
     sd = sub.add_parser("seed", help="write a distro's first-boot media, for inspection")
     sd.add_argument("distro")
     sd.add_argument("--out", required=True, help="directory for the media and its files")

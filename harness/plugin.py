@@ -36,6 +36,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                                             "qemu:///system"))
     group.addoption("--artifacts", default=str(REPO / "artifacts"),
                     help="where console logs, domain XML and timings are kept")
+    group.addoption("--offline", action="store_true",
+                    help="use cached images only; never download")
+    group.addoption("--image", default=None,
+                    help="boot this local image file instead of the catalog's download")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -78,11 +82,17 @@ def harness_run(libvirt_conn: libvirt.virConnect) -> Iterator[runs.Run]:
 
 
 @pytest.fixture(scope="session")
-def local_image(distro: catalog.Distro) -> images.LocalImage:
+def local_image(pytestconfig: pytest.Config, distro: catalog.Distro) -> images.LocalImage:
     try:
-        return images.resolve(distro)
+        image = images.resolve(distro, offline=pytestconfig.getoption("--offline"),
+                               image_path=pytestconfig.getoption("--image"))
     except images.ImageUnavailable as e:
         pytest.skip(str(e))
+    # The concrete image (version, digest, source) is part of the run's record.
+    record = Path(pytestconfig.getoption("--artifacts")) / distro.name / "image.json"
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(image.record(), indent=2) + "\n")
+    return image
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,68 @@
+"""Turn a catalog entry into a concrete download: moving targets become versions.
+
+Fedora CoreOS publishes stream metadata (JSON) naming the current release, its
+URLs and their SHA-256; Flatcar's "current" directory has a version.txt. Either
+way the run gets one concrete version, recorded in the cache so an offline run
+(and the report) knows which image it used.
+"""
+
+import json
+import re
+
+from harness import fetch
+from harness.catalog import Distro
+
+FCOS_FORMAT = "qcow2.xz"
+FCOS_ARCH = "x86_64"
+
+
+def source(distro: Distro, offline: bool = False,
+           policy: fetch.Policy | None = None) -> fetch.Source:
+    """The Source for a downloaded entry; online, moving targets are looked up again."""
+    img = distro.image
+    if not img.stream:
+        return fetch.Source(img.urls, img.digest, img.checksum_url, img.checksum_algorithm)
+    if offline:
+        last = fetch.last_resolution(distro.name)
+        if last is None:
+            raise fetch.NotCached(f"{distro.name}: never resolved online, so no version is "
+                                  "known and nothing is cached")
+        return _from_record(last)
+    policy = policy or fetch.Policy.from_env()
+    text = fetch.get_text(img.stream_url, policy)
+    resolved = (fedora_coreos(text) if img.stream == "fedora-coreos"
+                else flatcar(text, distro))
+    fetch.record_resolution(distro.name, {
+        "urls": list(resolved.urls), "digest": resolved.digest,
+        "checksum_url": resolved.checksum_url,
+        "checksum_algorithm": resolved.checksum_algorithm, "version": resolved.version})
+    return resolved
+
+
+def _from_record(rec: dict) -> fetch.Source:
+    return fetch.Source(tuple(rec["urls"]), rec.get("digest", ""), rec.get("checksum_url", ""),
+                        rec.get("checksum_algorithm", ""), rec.get("version", ""))
+
+
+def fedora_coreos(text: str) -> fetch.Source:
+    """The QEMU qcow2.xz of the stream's current release, with its SHA-256."""
+    try:
+        qemu = json.loads(text)["architectures"][FCOS_ARCH]["artifacts"]["qemu"]
+        disk = qemu["formats"][FCOS_FORMAT]["disk"]
+        return fetch.Source((disk["location"],), f"sha256:{disk['sha256']}",
+                            version=qemu["release"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise fetch.FetchError(f"Fedora CoreOS stream metadata: no {FCOS_ARCH} qemu "
+                               f"{FCOS_FORMAT} disk ({e!r})") from e
+
+
+def flatcar(text: str, distro: Distro) -> fetch.Source:
+    """Flatcar's version.txt (FLATCAR_VERSION=…) filled into the entry's URL templates."""
+    m = re.search(r"^FLATCAR_VERSION=(\S+)$", text, re.M)
+    if not m:
+        raise fetch.FetchError(f"{distro.image.stream_url}: no FLATCAR_VERSION line")
+    version = m.group(1)
+    img = distro.image
+    return fetch.Source(tuple(u.format(version=version) for u in img.urls), img.digest,
+                        img.checksum_url.format(version=version), img.checksum_algorithm,
+                        version)
