@@ -31,6 +31,16 @@ class Disk:
 
 
 @dataclass(frozen=True)
+class DirectBoot:
+    """libvirt's direct kernel boot, bypassing firmware and boot loader: for
+    distros booted from a kernel and command line, and for fault injection."""
+
+    kernel: str  # paths on the hypervisor host (pool volumes)
+    cmdline: str
+    initrd: str = ""
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     name: str
     run_id: str
@@ -44,6 +54,7 @@ class DomainSpec:
     accel: str = "tcg"  # "kvm" or "tcg"
     open_network: bool = False  # users may opt out of restrict=on; tests never do
     fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, local file): Ignition configs
+    direct: DirectBoot | None = None
     extra_qemu_args: tuple[str, ...] = field(default=())
 
 
@@ -60,7 +71,13 @@ def _os(root: ET.Element, spec: DomainSpec) -> None:
     if spec.firmware == "uefi":
         _sub(os_el, "loader", OVMF_CODE, readonly="yes", type="pflash")
         _sub(os_el, "nvram", str(spec.nvram), template=OVMF_VARS)
-    _sub(os_el, "boot", dev="hd")
+    if spec.direct:
+        _sub(os_el, "kernel", spec.direct.kernel)
+        if spec.direct.initrd:
+            _sub(os_el, "initrd", spec.direct.initrd)
+        _sub(os_el, "cmdline", spec.direct.cmdline)
+    else:
+        _sub(os_el, "boot", dev="hd")
 
 
 def _disk(devices: ET.Element, disk: Disk) -> None:
@@ -72,6 +89,13 @@ def _disk(devices: ET.Element, disk: Disk) -> None:
         _sub(el, "readonly")
     if disk.serial:
         _sub(el, "serial", disk.serial)
+
+
+def disk_xml(disk: Disk) -> str:
+    """One disk on its own, for hot-plugging."""
+    holder = ET.Element("devices")
+    _disk(holder, disk)
+    return ET.tostring(holder[0], encoding="unicode")
 
 
 def _console(devices: ET.Element, log: Path) -> None:

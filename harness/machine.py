@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import libvirt
 import paramiko
@@ -43,6 +44,15 @@ class CommandFailed(MachineError):
     pass
 
 
+@dataclass(frozen=True)
+class KernelBoot:
+    """Boot a local kernel directly (no firmware, no boot loader)."""
+
+    kernel: Path
+    cmdline: str
+    initrd: Path | None = None
+
+
 @dataclass
 class Resources:
     """What this machine created and teardown must remove."""
@@ -55,13 +65,14 @@ class Resources:
 class Machine:
     def __init__(self, name: str, distro: Distro, run: runs.Run, conn: libvirt.virConnect,
                  image: Path, image_key: str, accel: str, extra_config: dict | None = None,
-                 kernel_args: str = "", seed_format: str = ""):
+                 kernel_boot: KernelBoot | None = None, seed_format: str = ""):
         self.name, self.distro, self.run_ = name, distro, run
         # Another first-boot format than the catalog's (refos reads NoCloud and config-2).
         self.seed_format = seed_format
         self.conn, self.image, self.image_key, self.accel = conn, image, image_key, accel
         self.extra_config = extra_config or {}
-        self.kernel_args = kernel_args
+        self.kernel_boot = kernel_boot
+        self.direct: domain.DirectBoot | None = None
         self.dir = run.dir / name
         self.dir.mkdir(mode=0o711)
         self.console_log = self.dir / "console.log"
@@ -105,6 +116,11 @@ class Machine:
         if self.seed.disk:
             storage.upload(pool, f"{prefix}-seed.iso", self.seed.disk)
         storage.overlay(self.conn, f"{prefix}.qcow2", base, vsize)
+        if kb := self.kernel_boot:
+            kernel = storage.upload(pool, f"{prefix}-kernel", kb.kernel).path()
+            initrd = storage.upload(pool, f"{prefix}-initrd", kb.initrd).path() if kb.initrd else ""
+            cmdline = " ".join(a for a in (kb.cmdline, self.seed.kernel_args) if a)
+            self.direct = domain.DirectBoot(kernel, cmdline, initrd)
 
     def _spec(self, port: int) -> domain.DomainSpec:
         prefix = self.run_.volume_prefix() + self.name
@@ -117,7 +133,7 @@ class Machine:
             memory_mib=self.distro.boot.memory_mib, firmware=self.distro.boot.firmware,
             disks=tuple(disks), console_log=self.console_log, ssh_port=port,
             nvram=Path(storage.POOL_DIR) / f"{prefix}-VARS.fd", accel=self.accel,
-            fw_cfg=self.seed.fw_cfg)
+            fw_cfg=self.seed.fw_cfg, direct=self.direct)
 
     def _boot(self) -> None:
         for attempt in range(3):
@@ -166,6 +182,20 @@ class Machine:
 
     def __exit__(self, *exc) -> None:
         self.destroy()
+
+    def attach_disk(self, source: Path, serial: str) -> str:
+        """Hot-plug a local file as a read-only virtio disk; returns its guest path.
+
+        Payloads too big for SSH under emulation (update images) reach the guest
+        this way; the volume is removed with the machine."""
+        name = f"{self.run_.volume_prefix()}{self.name}-{serial}"
+        storage.upload(storage.pool(self.conn), name, source)
+        taken = {t.get("dev") for t in ET.fromstring(self.res.domain.XMLDesc(0)).iter("target")}
+        target = next(f"vd{c}" for c in "cdefghijklmnop" if f"vd{c}" not in taken)
+        xml = domain.disk_xml(domain.Disk(storage.POOL, name, target, fmt="raw", readonly=True,
+                                          serial=serial))
+        self.res.domain.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        return f"/dev/disk/by-id/virtio-{serial}"
 
     # -- evidence --------------------------------------------------------------
 
@@ -303,8 +333,12 @@ class Machine:
     def boot_id(self) -> str:
         return self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
 
-    def reboot(self) -> None:
-        """Reboot and wait for a new boot id; the dropped connection is expected."""
+    def reboot(self, settle: Callable[[], bool] | None = None, boots: int = 1) -> None:
+        """Reboot and wait for a new boot id; the dropped connection is expected.
+
+        `settle`, when given, must also hold before the wait ends: for boots that
+        reboot again by themselves (a trial boot that fails its health check),
+        with a budget of `boots` boots."""
         old = self.boot_id()
         self._console_mark = len(self.console_text())
         self._ssh.run("systemd-run --no-block --on-active=1 systemctl reboot",
@@ -313,9 +347,13 @@ class Machine:
 
         def new_boot():
             r = self._ssh.run("cat /proc/sys/kernel/random/boot_id", timeouts.get("ssh_command"))
-            return r.status == 0 and r.stdout.strip() not in ("", old)
+            if r.status != 0 or r.stdout.strip() in ("", old):
+                return False
+            return settle is None or settle()
 
-        self.poll("reboot (new boot id)", new_boot, timeouts.get("reboot") + timeouts.get("boot"))
+        budget = (timeouts.get("reboot") + timeouts.get("boot")) * boots
+        self.poll("reboot (new boot id)" if settle is None else "reboot until settled",
+                  new_boot, budget)
         self._wait_boot_finished()
 
     def shutdown(self) -> None:

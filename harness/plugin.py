@@ -22,6 +22,8 @@ from harness.paths import REPO
 MARKERS = {
     "vm": "boots at least one virtual machine",
     "destructive": "changes the machine (reboots, updates): gets its own machine",
+    "bug(url, affected, fixed): reproduces a reported bug; parametrize the test over "
+    "`bug_distro`, and it is a strict expected failure on the affected distros": "",
 }
 
 
@@ -44,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
-        config.addinivalue_line("markers", f"{name}: {text}")
+        config.addinivalue_line("markers", f"{name}: {text}" if text else name)
     name = config.getoption("--distro")
     try:
         catalog.get(name)
@@ -52,6 +54,19 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--distro={name}: {e}") from None
     # SIGTERM unwinds like Ctrl-C, so fixture teardown removes the machines.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A bug reproduction must fail where the bug is, and pass where it was fixed."""
+    for item in items:
+        bug = item.get_closest_marker("bug")
+        params = getattr(item, "callspec", None)
+        if bug is None or params is None or "bug_distro" not in params.params:
+            continue
+        target = params.params["bug_distro"]
+        if target in bug.kwargs.get("affected", ()):
+            item.add_marker(pytest.mark.xfail(
+                strict=True, reason=f"{target} is affected by {bug.kwargs['url']}"))
 
 
 @pytest.fixture(scope="session")
@@ -117,9 +132,13 @@ class MachineFactory:
 
     def __call__(self, name: str, extra_config: dict | str | None = None,
                  distro: catalog.Distro | None = None, seed_format: str = "") -> Machine:
-        """`seed_format` overrides the catalog's first-boot format (harness.seed.FORMATS)."""
-        m = Machine(name, distro or self.distro, self.run, self.conn, self.image.path,
-                    self.image.key, self.accel, extra_config, seed_format=seed_format)
+        """Boot `name` from the session's distro, or from `distro` (bug cases boot
+        the exact image a bug was reported against); `seed_format` overrides the
+        catalog's first-boot format (harness.seed.FORMATS)."""
+        distro = distro or self.distro
+        image = self.image if distro == self.distro else images.resolve(distro)
+        m = Machine(name, distro, self.run, self.conn, image.path, image.key, self.accel,
+                    extra_config, seed_format=seed_format)
         self.machines.append(m)
         try:
             return m.start()

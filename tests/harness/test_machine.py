@@ -1,0 +1,120 @@
+"""The VM driver itself: it fails fast with the evidence, verifies the guest,
+and leaves nothing behind. These boot real VMs of the session's distro."""
+
+import fcntl
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import libvirt
+import pytest
+
+from harness import keys, ssh, storage
+from harness.machine import BootFailure, KernelBoot, Machine
+from harness.paths import REPO, runtime_dir
+
+pytestmark = pytest.mark.vm
+
+
+def test_kernel_panic_fails_within_30_seconds_and_quotes_the_panic(
+        harness_run, libvirt_conn, distro, local_image, accelerator):
+    if local_image.kernel is None:
+        pytest.skip(f"{distro.name}: no separate kernel to boot directly")
+    # No initrd and a root that does not exist: the kernel panics at its root mount.
+    panic = KernelBoot(local_image.kernel, "console=ttyS0 root=/dev/nonexistent panic=0")
+    m = Machine("panic", distro, harness_run, libvirt_conn, local_image.path, local_image.key,
+                accelerator, kernel_boot=panic)
+    started = time.monotonic()
+    with pytest.raises(BootFailure, match="kernel panic") as failure:
+        m.start()
+    assert time.monotonic() - started < 30
+    assert "Kernel panic - not syncing" in str(failure.value)
+    assert m.res.domain is None and not m.res.volumes and m.res.port is None
+
+
+def test_domain_destroyed_while_waiting_fails_within_seconds(
+        harness_run, libvirt_conn, distro, local_image, accelerator):
+    m = Machine("destroyed", distro, harness_run, libvirt_conn, local_image.path,
+                local_image.key, accelerator)
+
+    def destroy_once_running():
+        for _ in range(300):
+            if m.res.domain is not None and m.res.domain.isActive():
+                time.sleep(2)
+                m.res.domain.destroy()
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=destroy_once_running)
+    killer.start()
+    started = time.monotonic()
+    with pytest.raises(BootFailure, match="no longer running"):
+        m.start()
+    killer.join()
+    assert time.monotonic() - started < 60
+
+
+def test_wrong_host_key_is_refused(machine, tmp_path):
+    impostor = keys.generate(tmp_path, "other_host_key", "impostor")
+    conn = ssh.Connection(machine.port, machine.distro.boot.ssh_user, machine.client_key,
+                          impostor)
+    with pytest.raises(ssh.HostKeyMismatch, match="refusing to connect"):
+        conn.run("true", 30)
+    assert machine.succeed("echo still-trusted").strip() == "still-trusted"
+
+
+def test_sigkilled_run_is_fully_cleaned_by_harness_clean(libvirt_conn, distro, local_image):
+    """A pytest run killed with SIGKILL mid-boot leaves a domain, volumes and a
+    port lock; `harness clean` removes them all and nothing else."""
+    env = dict(os.environ, HARNESS_TEST_HOLD="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"--distro={distro.name}", str(REPO / "tests/harness/hold_a_machine.py")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        dom = _wait_for_domain(libvirt_conn, proc.pid, 120)
+        name = dom.name()
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    run_id = name.split("-")[1]
+    assert _names(libvirt_conn, run_id), "the killed run should have left volumes"
+    out = subprocess.run([str(REPO / ".venv/bin/harness"), "clean"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "removed" in out
+    with pytest.raises(libvirt.libvirtError):
+        libvirt_conn.lookupByName(name)
+    assert not _names(libvirt_conn, run_id)
+    assert not (runtime_dir() / "runs" / run_id).exists()
+    assert not [p for p in (runtime_dir() / "ports").glob("*.lock") if _unlocked(p)]
+
+
+def _wait_for_domain(conn, pid: int, timeout: float) -> libvirt.virDomain:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for dom in conn.listAllDomains(0):
+            if not dom.name().startswith("harness-"):
+                continue
+            owner = runtime_dir() / "runs" / dom.name().split("-")[1] / "owner.json"
+            if owner.exists() and f'"pid": {pid}' in owner.read_text():
+                return dom
+        time.sleep(0.5)
+    raise AssertionError(f"pytest {pid} made no domain within {timeout}s")
+
+
+def _names(conn, run_id: str) -> list[str]:
+    pool = storage.pool(conn)
+    pool.refresh(0)
+    return [v.name() for v in pool.listAllVolumes(0) if v.name().startswith(f"run-{run_id}-")]
+
+
+def _unlocked(lock) -> bool:
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True

@@ -1,0 +1,67 @@
+"""The domain XML the harness generates: valid for libvirt, and safe by construction."""
+
+import shutil
+import subprocess
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from harness import domain
+
+pytestmark = pytest.mark.skipif(shutil.which("virt-xml-validate") is None,
+                                reason="virt-xml-validate is missing (Debian libvirt-clients)")
+
+
+def _spec(**over) -> domain.DomainSpec:
+    values = dict(
+        name="harness-abc-refos", run_id="abc", memory_mib=1024, firmware="uefi",
+        disks=(domain.Disk("harness", "run-abc-refos.qcow2", "vda"),
+               domain.Disk("harness", "run-abc-refos-seed.iso", "vdb", fmt="raw",
+                           readonly=True)),
+        console_log=Path("/tmp/console.log"), ssh_port=40022,
+        nvram=Path("/var/lib/libvirt/images/harness/run-abc-refos-VARS.fd"))
+    values.update(over)
+    return domain.DomainSpec(**values)
+
+
+@pytest.mark.parametrize("firmware", ["uefi", "bios"])
+def test_domain_xml_passes_virt_xml_validate(tmp_path, firmware):
+    path = tmp_path / "domain.xml"
+    path.write_text(domain.domain_xml(_spec(firmware=firmware)))
+    out = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_guest_network_is_restricted_and_forward_binds_loopback_only():
+    xml = domain.domain_xml(_spec())
+    args = [a.get("value") for a in ET.fromstring(xml).iter(f"{{{domain.QEMU_NS}}}arg")]
+    netdev = args[args.index("-netdev") + 1]
+    assert "restrict=on" in netdev
+    assert "hostfwd=tcp:127.0.0.1:40022-:22" in netdev
+    assert "0.0.0.0" not in xml
+
+
+def test_seed_disk_is_read_only_virtio():
+    root = ET.fromstring(domain.domain_xml(_spec()))
+    seed = [d for d in root.iter("disk") if d.find("source").get("volume").endswith("seed.iso")]
+    assert seed[0].find("readonly") is not None
+    assert seed[0].find("target").get("bus") == "virtio"
+
+
+def test_run_id_is_read_back_from_metadata_and_absent_on_foreign_domains():
+    assert domain.run_id_of(domain.domain_xml(_spec(run_id="r1"))) == "r1"
+    assert domain.run_id_of("<domain type='qemu'><name>someone-else</name></domain>") is None
+
+
+def test_direct_kernel_boot_validates_and_replaces_the_boot_device(tmp_path):
+    direct = domain.DirectBoot("/var/lib/libvirt/images/harness/k", "console=ttyS0 root=/dev/x")
+    xml = domain.domain_xml(_spec(firmware="bios", direct=direct))
+    path = tmp_path / "domain.xml"
+    path.write_text(xml)
+    out = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    os_el = ET.fromstring(xml).find("os")
+    assert os_el.find("boot") is None and os_el.find("cmdline").text == direct.cmdline
