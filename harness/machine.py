@@ -18,16 +18,15 @@ import libvirt
 import paramiko
 import tenacity
 
-from harness import domain, keys, runs, seed, ssh, storage, timeouts
+from harness import domain, evidence, keys, runs, seed, ssh, storage, timeouts
 from harness.catalog import Distro
 from harness.log import log, step
 
 # Console lines that end a boot: waiting longer cannot help.
 FATAL = [
-    (re.compile(r"Kernel panic - not syncing.*"), "kernel panic"),
-    (re.compile(r"You are in emergency mode.*"), "emergency shell"),
-    (re.compile(r"Give root password for maintenance.*"), "emergency shell"),
-    (re.compile(r"Dropping to a shell!.*|\(initramfs\) "), "initramfs shell"),
+    (evidence.BADNESS["kernel-panic"], "kernel panic"),
+    (evidence.BADNESS["emergency-shell"], "emergency shell"),
+    (re.compile(r"Give root password for maintenance.*|\(initramfs\) "), "emergency shell"),
 ]
 SSH_ERRORS = (OSError, EOFError, TimeoutError, paramiko.SSHException)
 

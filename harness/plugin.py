@@ -14,14 +14,16 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from harness import accel, catalog, images, runs
+from harness import accel, catalog, evidence, images, runs
 from harness.log import log
-from harness.machine import Machine
+from harness.machine import Machine, MachineError
 from harness.paths import REPO
 
 MARKERS = {
     "vm": "boots at least one virtual machine",
     "destructive": "changes the machine (reboots, updates): gets its own machine",
+    "allow(*checks): let this test's machines show these badness checks (harness.evidence."
+    "CHECKS), e.g. allow('segfault')": "",
     "bug(url, affected, fixed): reproduces a reported bug; parametrize the test over "
     "`bug_distro`, and it is a strict expected failure on the affected distros": "",
 }
@@ -38,6 +40,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                                             "qemu:///system"))
     group.addoption("--artifacts", default=str(REPO / "artifacts"),
                     help="where console logs, domain XML and timings are kept")
+    group.addoption("--keep-artifacts", action="store_true",
+                    help="keep each test's evidence folder even when it passed")
+    group.addoption("--keep-vm", action="store_true",
+                    help="leave a failed test's VM running and print how to get in")
     group.addoption("--offline", action="store_true",
                     help="use cached images only; never download")
     group.addoption("--image", default=None,
@@ -67,6 +73,52 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if target in bug.kwargs.get("affected", ()):
             item.add_marker(pytest.mark.xfail(
                 strict=True, reason=f"{target} is affected by {bug.kwargs['url']}"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep each phase's report on the item: teardown code needs the outcome."""
+    report = yield
+    setattr(item, f"harness_report_{report.when}", report)
+    return report
+
+
+def _failed(item: pytest.Item) -> bool:
+    return any(getattr(item, f"harness_report_{phase}", None) is not None
+               and getattr(item, f"harness_report_{phase}").failed for phase in ("setup", "call"))
+
+
+def _check_and_record(item: pytest.Item, m: Machine, console_from: int, since_us: int
+                      ) -> list[str]:
+    """Badness checks for one machine after one test, and its evidence folder,
+    kept when the test failed (or --keep-artifacts)."""
+    allowed = {name for mark in item.iter_markers("allow") for name in mark.args}
+    problems = evidence.console_problems(m.console_text()[console_from:], allowed)
+    try:
+        problems += evidence.guest_problems(m, since_us, allowed)
+    except (MachineError, OSError) as e:
+        problems.append(f"guest checks could not run: {e}")
+    failed = _failed(item) or bool(problems)
+    config = item.config
+    if failed or config.getoption("--keep-artifacts"):
+        dest = Path(config.getoption("--artifacts")) / m.distro.name / "tests" / \
+            evidence.node_dir(item.nodeid) / m.name
+        evidence.save(m, dest, journal=failed)
+        log.info("%s: evidence kept in %s", m.name, dest)
+    return [f"{m.name}: {p}" for p in problems]
+
+
+@pytest.fixture(autouse=True)
+def _shared_machine_checks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The shared machine outlives tests, so each test checks only what it added."""
+    if "machine" not in request.fixturenames:
+        yield
+        return
+    m = request.getfixturevalue("machine")
+    console_from, since_us = len(m.console_text()), evidence.guest_clock_us(m)
+    yield
+    if problems := _check_and_record(request.node, m, console_from, since_us):
+        pytest.fail("badness found after the test:\n  " + "\n  ".join(problems))
 
 
 @pytest.fixture(scope="session")
@@ -147,9 +199,20 @@ class MachineFactory:
             raise
 
     def close(self) -> None:
+        """Check and record each machine, then remove it (or keep it, failed, with --keep-vm)."""
+        item = self.request.node
+        per_test = isinstance(item, pytest.Item)
+        problems: list[str] = []
         for m in self.machines:
             self._keep_evidence(m)
+            if per_test and m.res.domain is not None:
+                problems += _check_and_record(item, m, 0, 0)
+                if (_failed(item) or problems) and item.config.getoption("--keep-vm"):
+                    print(f"\n{evidence.ssh_hint(m)}")
+                    continue
             m.destroy()
+        if problems:
+            pytest.fail("badness found after the test:\n  " + "\n  ".join(problems))
 
     def _keep_evidence(self, m: Machine) -> None:
         dest = self.artifacts / self.distro.name / m.name

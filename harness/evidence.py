@@ -1,0 +1,98 @@
+"""What a test leaves behind to explain itself, and the checks run after each test.
+
+Kola's lesson: a test can pass while the machine under it panicked, oopsed or
+lost a unit. After every test the console and the guest's journal are checked
+for such "badness"; a test that expects one opts out of that named check with
+`@pytest.mark.allow("segfault")`.
+"""
+
+import base64
+import json
+import re
+import shlex
+import shutil
+import urllib.parse
+from pathlib import Path
+
+BADNESS = {
+    "kernel-panic": re.compile(r"Kernel panic - not syncing.*"),
+    "oops": re.compile(r"(?:BUG: |Oops: |general protection fault).*"),
+    "segfault": re.compile(r"\S+\[\d+\]: segfault at .*"),
+    "emergency-shell": re.compile(r"You are in emergency mode.*|Dropping to a shell!.*"),
+    "oom-kill": re.compile(r"Out of memory: Killed process.*"),
+}
+CHECKS = (*BADNESS, "failed-units")
+
+
+def console_problems(text: str, allowed: set[str]) -> list[str]:
+    return [f"{name}: {m.group(0).strip()}" for name, rx in BADNESS.items()
+            if name not in allowed and (m := rx.search(text))]
+
+
+def guest_problems(machine, since_us: int, allowed: set[str]) -> list[str]:
+    """Failed units now, and kernel badness in this boot's journal since `since_us`
+    (guest monotonic microseconds)."""
+    problems = []
+    if "failed-units" not in allowed:
+        failed = machine.run("systemctl --failed --no-legend --plain").stdout.split("\n")
+        problems += [f"failed-units: {line.strip()}" for line in failed if line.strip()]
+    kernel = machine.run("journalctl -k -b --no-pager -o short-monotonic").stdout
+    recent = [line for line in kernel.splitlines() if _after(line, since_us)]
+    problems += console_problems("\n".join(recent), allowed | {"failed-units"})
+    return problems
+
+
+def _after(line: str, since_us: int) -> bool:
+    m = re.match(r"\[\s*(\d+)\.(\d+)\]", line)
+    return bool(m) and int(m.group(1)) * 10**6 + int(m.group(2)) >= since_us
+
+
+def guest_clock_us(machine) -> int:
+    """The guest's monotonic clock, the journal's own time base."""
+    uptime = machine.run("cat /proc/uptime").stdout.split()
+    return int(float(uptime[0]) * 10**6) if uptime else 0
+
+
+def save(machine, dest: Path, journal: bool) -> Path:
+    """Console log, domain XML, seed contents (private keys redacted), timings,
+    and the guest journal when asked (a failed test)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("console.log", "domain.xml"):
+        if (machine.dir / name).exists():
+            shutil.copy(machine.dir / name, dest / name)
+    seed_dir = dest / "seed"
+    secret = machine.host_key.private_pem if machine.host_key else ""
+    for name, data in getattr(machine.seed, "files", {}).items():
+        (seed_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (seed_dir / name).write_bytes(redact(data, secret))
+    (dest / "timings.json").write_text(json.dumps(machine.timings, indent=2) + "\n")
+    if journal and machine.res.domain is not None:
+        try:
+            text = machine.run("journalctl -b --no-pager -o short-monotonic").stdout
+        except Exception as e:  # the guest may be the reason the test failed
+            text = f"journal not fetched: {e}\n"
+        (dest / "journal.txt").write_text(text)
+    return dest
+
+
+def redact(data: bytes, secret: str) -> bytes:
+    """Remove a private key from seed contents, in each encoding a format may
+    use for it (plain, JSON string, percent-encoded data URL, base64)."""
+    if not secret:
+        return data
+    forms = {secret, json.dumps(secret)[1:-1], urllib.parse.quote(secret),
+             urllib.parse.quote(secret, safe=""), base64.b64encode(secret.encode()).decode()}
+    for form in sorted(forms, key=len, reverse=True):
+        data = data.replace(form.encode(), b"<private host key redacted>")
+    return data
+
+
+def node_dir(nodeid: str) -> str:
+    """A folder name for a pytest node id."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")
+
+
+def ssh_hint(machine) -> str:
+    return f"{machine.name} kept running; get in with:\n  {machine.ssh_command()}\n" \
+           f"remove it with: virsh destroy {shlex.quote(machine.run_.domain_name(machine.name))}" \
+           " && harness clean"

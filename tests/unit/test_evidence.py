@@ -1,0 +1,31 @@
+"""Evidence never carries the guest's private host key, in any seed encoding."""
+
+from pathlib import Path
+
+import pytest
+
+from harness import evidence, keys, seed
+
+
+@pytest.mark.parametrize("seed_format", ["nocloud", "config-2", "ignition"])
+def test_saved_seed_contents_have_the_private_host_key_redacted(tmp_path: Path, seed_format):
+    client = keys.generate(tmp_path / "k", "id", "c")
+    host = keys.generate(tmp_path / "k", "host", "h")
+    intent = seed.Intent(hostname="guest", user="core", authorized_keys=(client.public,),
+                         host_key=host)
+    media = seed.build(seed_format, intent, tmp_path)
+    secret_line = host.private_pem.splitlines()[1]
+    # The key is in the media (redaction finds something to remove) ...
+    assert any(evidence.redact(d, host.private_pem) != d for d in media.files.values())
+    # ... and in no file once redacted.
+    for data in media.files.values():
+        cleaned = evidence.redact(data, host.private_pem)
+        assert secret_line.encode() not in cleaned
+        assert b"PRIVATE KEY-----" not in cleaned.replace(b"%20", b" ")
+
+
+def test_console_badness_is_named_and_allowed_checks_are_skipped():
+    text = "ok\n[ 3.1] foo[123]: segfault at 0 ip 0 sp 0 error 4\nOut of memory: Killed process 9"
+    found = evidence.console_problems(text, allowed=set())
+    assert [p.split(":")[0] for p in found] == ["segfault", "oom-kill"]
+    assert evidence.console_problems(text, allowed={"segfault", "oom-kill"}) == []
