@@ -1,4 +1,4 @@
-"""`harness`: the command line. Subcommands: build, run, boot, fetch, clean."""
+"""`harness`: the command line. Subcommands: build, run, boot, fetch, seed, repro, clean."""
 
 import argparse
 import sys
@@ -125,6 +125,44 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_repro(args: argparse.Namespace) -> int:
+    """Boot the image a bug was reported against, run its reproduction with the failure
+    shown (not hidden as an expected failure), and say where the evidence is."""
+    import pytest
+
+    from harness import repro
+
+    try:
+        case = repro.find(args.bug)
+    except LookupError as e:
+        log.error("%s", e)
+        return 2
+    targets = [args.distro] if args.distro else list(case.affected)
+    artifacts = Path(args.artifacts).resolve()
+    status = 0
+    for target in targets:
+        print(f"harness repro: {args.bug} on {target} ({case.url or 'no tracker link'})")
+        argv = [case.node(target), f"--distro={target}", f"--artifacts={artifacts}",
+                "--runxfail", "-rA", "-p", "no:cacheprovider"]
+        argv += ["--keep-vm"] if args.keep_vm else []
+        code = int(pytest.main(argv))
+        status = status or code
+        verdict = {0: "did not reproduce", 1: "REPRODUCED"}.get(code, f"pytest exited {code}")
+        print(f"\nharness repro: {target}: {verdict}")
+        for found in sorted((artifacts / target).glob("**/console.log")):
+            print(f"  evidence:      {found.parent}")
+    return status
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write report.md and report.html from a run's artifacts folder."""
+    from harness import report
+
+    md, page = report.write(Path(args.artifacts_dir))
+    print(f"report: {md}\n        {page}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -156,8 +194,18 @@ def parser() -> argparse.ArgumentParser:
     sd.add_argument("--format", default="", help="another seed format than the catalog's")
     sd.add_argument("--hostname", default="")
     sd.set_defaults(func=cmd_seed)
+    rp = sub.add_parser("repro", help="reproduce a reported bug on the image it affects")
+    rp.add_argument("bug", help="a tests/bugs case without test_, e.g. docker_apparmor")
+    rp.add_argument("--distro", default="", help="another catalog entry than the affected")
+    rp.add_argument("--artifacts", default=str(REPO / "artifacts"))
+    rp.add_argument("--keep-vm", action="store_true",
+                    help="leave the VM up when the bug shows, and print the ssh command")
+    rp.set_defaults(func=cmd_repro)
     c = sub.add_parser("clean", help="remove what killed runs left behind")
     c.set_defaults(func=cmd_clean)
+    rp = sub.add_parser("report", help="write the comparison report from a run's artifacts")
+    rp.add_argument("artifacts_dir", nargs="?", default=str(REPO / "artifacts"))
+    rp.set_defaults(func=cmd_report)
     return p
 
 

@@ -60,6 +60,11 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--distro={name}: {e}") from None
     # SIGTERM unwinds like Ctrl-C, so fixture teardown removes the machines.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # testinfra's own pytest plugin defines a `host` fixture over its own connections
+    # (--hosts); ours below runs over the harness's SSH, so theirs must not shadow it.
+    theirs = config.pluginmanager.get_plugin("pytest11.testinfra")
+    if theirs is not None:
+        config.pluginmanager.unregister(theirs)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -72,7 +77,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         target = params.params["bug_distro"]
         if target in bug.kwargs.get("affected", ()):
             item.add_marker(pytest.mark.xfail(
-                strict=True, reason=f"{target} is affected by {bug.kwargs['url']}"))
+                strict=True, reason=f"{target} is affected by "
+                f"{bug.kwargs.get('url') or 'a reported bug with no tracker link'}"))
 
 
 @pytest.hookimpl(wrapper=True)
@@ -250,3 +256,12 @@ def machine_factory(request, harness_run, libvirt_conn, distro, local_image, acc
 def machine(session_machines: MachineFactory, distro: catalog.Distro) -> Machine:
     """One machine shared by every test that does not change it."""
     return session_machines(f"{distro.name}-shared".replace("_", "-"))
+
+
+@pytest.fixture(scope="session")
+def host(machine: Machine):
+    """The shared machine as a pytest-testinfra Host, over the harness's SSH:
+    `host.service("docker").is_running`, `host.mount_point("/").options`."""
+    from harness.hostcheck import host_for
+
+    return host_for(machine)

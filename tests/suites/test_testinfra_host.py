@@ -1,0 +1,28 @@
+"""The promises, checked in testinfra's vocabulary through the `host` fixture."""
+
+import pytest
+
+pytestmark = pytest.mark.vm
+
+
+def test_docker_unit_is_enabled_and_running(distro, host):
+    promise = distro.promises
+    if promise.docker not in ("enabled", "socket"):
+        why = promise.notes.get("docker") or \
+            f"Docker is not a systemd unit started at boot ({promise.docker})"
+        pytest.skip(f"{distro.name}: {why}")
+    unit = host.service(promise.docker_unit)
+    assert unit.is_enabled and unit.is_running
+
+
+def test_root_mount_is_as_promised(distro, host):
+    promise = distro.promises
+    if "/" in promise.readonly:
+        expected = "ro"
+    elif "/" in promise.writable:
+        expected = "rw"
+    else:
+        pytest.skip(f"{distro.name}: promises nothing about / itself "
+                    f"(read-only: {', '.join(promise.readonly) or 'none'})")
+    root = host.mount_point("/")
+    assert root.exists and expected in root.options, root.options
