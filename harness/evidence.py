@@ -94,5 +94,5 @@ def node_dir(nodeid: str) -> str:
 
 def ssh_hint(machine) -> str:
     return f"{machine.name} kept running; get in with:\n  {machine.ssh_command()}\n" \
-           f"remove it with: virsh destroy {shlex.quote(machine.run_.domain_name(machine.name))}" \
+           f"remove it with: virsh destroy {shlex.quote(machine.res.domain.name())}" \
            " && harness clean"

@@ -18,7 +18,7 @@ import libvirt
 import paramiko
 import tenacity
 
-from harness import domain, evidence, keys, runs, seed, ssh, storage, timeouts
+from harness import domain, evidence, keys, runs, seed, snapshot, ssh, storage, timeouts
 from harness.catalog import Distro
 from harness.log import log, step
 
@@ -72,8 +72,8 @@ class Machine:
         self.extra_config = extra_config or {}
         self.kernel_boot = kernel_boot
         self.direct: domain.DirectBoot | None = None
-        self.dir = run.dir / name
-        self.dir.mkdir(mode=0o711)
+        self.dir = _unique_dir(run.dir / name)
+        self.id = self.dir.name  # names its volumes: unique within the run
         self.console_log = self.dir / "console.log"
         self.timings: dict[str, float] = {}
         self.res = Resources()
@@ -110,28 +110,27 @@ class Machine:
         self.seed = seed.build(fmt, intent, self.dir, options)
         pool = storage.pool(self.conn)
         base, vsize = storage.base_volume(self.conn, self.image, self.image_key)
-        prefix = self.run_.volume_prefix() + self.name
-        self.res.volumes.append(prefix)
+        self.res.volumes.append(self.volume(""))
         if self.seed.disk:
-            storage.upload(pool, f"{prefix}-seed.iso", self.seed.disk)
-        storage.overlay(self.conn, f"{prefix}.qcow2", base, vsize)
+            storage.upload(pool, self.volume("seed.iso"), self.seed.disk)
+        storage.overlay(self.conn, self.volume("disk.qcow2"), base, vsize)
         if kb := self.kernel_boot:
-            kernel = storage.upload(pool, f"{prefix}-kernel", kb.kernel).path()
-            initrd = storage.upload(pool, f"{prefix}-initrd", kb.initrd).path() if kb.initrd else ""
+            kernel = storage.upload(pool, self.volume("kernel"), kb.kernel).path()
+            initrd = storage.upload(pool, self.volume("initrd"), kb.initrd).path() \
+                if kb.initrd else ""
             cmdline = " ".join(a for a in (kb.cmdline, self.seed.kernel_args) if a)
             self.direct = domain.DirectBoot(kernel, cmdline, initrd)
 
     def _spec(self, port: int) -> domain.DomainSpec:
-        prefix = self.run_.volume_prefix() + self.name
-        disks = [domain.Disk(storage.POOL, f"{prefix}.qcow2", "vda")]
+        disks = [domain.Disk(storage.POOL, self.volume("disk.qcow2"), "vda")]
         if self.seed.disk:
-            disks.append(domain.Disk(storage.POOL, f"{prefix}-seed.iso", "vdb", fmt="raw",
+            disks.append(domain.Disk(storage.POOL, self.volume("seed.iso"), "vdb", fmt="raw",
                                      readonly=True))
         return domain.DomainSpec(
-            name=self.run_.domain_name(self.name), run_id=self.run_.id,
+            name=self.run_.domain_name(self.id), run_id=self.run_.id,
             memory_mib=self.distro.boot.memory_mib, firmware=self.distro.boot.firmware,
             disks=tuple(disks), console_log=self.console_log, ssh_port=port,
-            nvram=Path(storage.POOL_DIR) / f"{prefix}-VARS.fd", accel=self.accel,
+            nvram=Path(storage.POOL_DIR) / self.volume("VARS.fd"), accel=self.accel,
             fw_cfg=self.seed.fw_cfg, direct=self.direct)
 
     def _boot(self) -> None:
@@ -149,10 +148,51 @@ class Machine:
                     raise
                 log.info("%s: port taken by someone else, retrying on another", self.name)
         self.started = time.monotonic()
+        self._connect_ssh()
+
+    def _connect_ssh(self) -> None:
         known = self.dir / "keys" / "known_hosts"
+        known.parent.mkdir(mode=0o700, exist_ok=True)
         known.write_text(f"[127.0.0.1]:{self.port} {self.host_key.public}\n")
         self._ssh = ssh.Connection(self.port, self.distro.boot.ssh_user, self.client_key,
                                    self.host_key)
+
+    def restore(self, saved) -> "Machine":
+        """Become a copy of a saved machine (harness.snapshot), on a new overlay."""
+        template = saved.template
+        self.client_key, self.host_key, self.seed = (template.client_key, template.host_key,
+                                                     template.seed)
+        try:
+            with step("restore from saved memory image", self.name):
+                self.res.volumes.append(self.volume(""))
+                storage.overlay(self.conn, self.volume("disk.qcow2"), saved.disk_path,
+                                saved.vsize)
+                nvram = storage.clone(self.conn, saved.nvram_volume, self.volume("VARS.fd")) \
+                    if saved.nvram_volume else ""
+                self.res.port = runs.PortLock()
+                self.xml = snapshot.retarget(saved.xml, self.volume("disk.qcow2"), nvram,
+                                             self.console_log, self.port, self.run_.id)
+                (self.dir / "domain.xml").write_text(self.xml)
+                self.started = time.monotonic()
+                self.conn.restoreFlags(str(saved.file), self.xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                self.res.domain = self.conn.lookupByName(saved.domain_name)
+                self._mark("restore")
+                self._connect_ssh()
+                self.poll("first command", lambda: self._ssh.run(
+                    "true", timeouts.get("ssh_command"), sudo=False).status == 0,
+                    timeouts.get("boot"))
+                self._mark("command")
+                # The guest slept through the time since the save.
+                self.succeed(f"date -u -s @{time.time():.3f} >/dev/null")
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def volume(self, kind: str) -> str:
+        """This machine's volume of a kind; with kind "" the prefix of them all
+        (the "." keeps machine `web` from matching machine `web-2`)."""
+        return f"{self.run_.volume_prefix()}{self.id}.{kind}"
 
     @property
     def port(self) -> int:
@@ -187,7 +227,7 @@ class Machine:
 
         Payloads too big for SSH under emulation (update images) reach the guest
         this way; the volume is removed with the machine."""
-        name = f"{self.run_.volume_prefix()}{self.name}-{serial}"
+        name = self.volume(serial)
         storage.upload(storage.pool(self.conn), name, source)
         taken = {t.get("dev") for t in ET.fromstring(self.res.domain.XMLDesc(0)).iter("target")}
         target = next(f"vd{c}" for c in "cdefghijklmnop" if f"vd{c}" not in taken)
@@ -382,6 +422,19 @@ class Machine:
                 self.succeed(f"rm -f {tmp}")
             finally:
                 sftp.close()
+
+
+def _unique_dir(path: Path) -> Path:
+    """A new directory: `path`, or `path_2`, `path_3`, ... when a machine of that
+    name existed before in this run."""
+    for n in range(1, 1000):
+        candidate = path if n == 1 else path.with_name(f"{path.name}_{n}")
+        try:
+            candidate.mkdir(mode=0o711)
+            return candidate
+        except FileExistsError:
+            continue
+    raise MachineError(f"too many machines named {path.name}")
 
 
 def _short(cmd: str, width: int = 80) -> str:

@@ -111,3 +111,18 @@ def delete_volumes(conn: libvirt.virConnect, prefix: str) -> list[str]:
             vol.delete(0)
             gone.append(vol.name())
     return gone
+
+
+def volume_path(conn: libvirt.virConnect, name: str) -> str:
+    return pool(conn).storageVolLookupByName(name).path()
+
+
+def capacity(conn: libvirt.virConnect, name: str) -> int:
+    return pool(conn).storageVolLookupByName(name).info()[1]
+
+
+def clone(conn: libvirt.virConnect, source: str, name: str) -> str:
+    """A copy of a volume (through libvirt, so it works on a remote host); its path."""
+    p = pool(conn)
+    src = p.storageVolLookupByName(source)
+    return p.createXMLFrom(_volume_xml(name, src.info()[1], "raw"), src, 0).path()
