@@ -1,4 +1,5 @@
-"""`harness`: the command line. Subcommands: build, run, boot, fetch, seed, repro, clean."""
+"""`harness`: the command line. Subcommands: build, run, boot, fetch, seed, repro, clean,
+matrix, report."""
 
 import argparse
 import sys
@@ -163,6 +164,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_matrix(args: argparse.Namespace) -> int:
+    """The suites over several distros at once (memory permitting), then the report."""
+    from harness import matrix, report
+
+    names = matrix.select(args.distro)
+    if args.list or args.json:
+        print(matrix.listing(names, args.json))
+        return 0
+    uris = [u for given in args.uris or [args.libvirt_uri] for u in given.split(",") if u]
+    artifacts = Path(args.artifacts).resolve()
+    opts = matrix.Options(artifacts, uris, args.suites or [str(REPO / "tests" / "suites")],
+                          args.accel, args.offline, args.margin_mib, tuple(args.pytest_args))
+    free = matrix.free_by_host(uris)
+    print("harness matrix: " + ", ".join(names) + "; free memory: "
+          + ", ".join(f"{u} {mib} MiB" for u, mib in free.items()), flush=True)
+    statuses = matrix.run(names, opts, free)
+    md, page = report.write(artifacts)
+    print("\nharness matrix:", *matrix.summary(statuses), f"  report: {md}\n          {page}",
+          sep="\n")
+    return matrix.exit_code(statuses)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -203,6 +226,21 @@ def parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_repro)
     c = sub.add_parser("clean", help="remove what killed runs left behind")
     c.set_defaults(func=cmd_clean)
+    m = sub.add_parser("matrix", help="run the suites over several distros, then the report")
+    m.add_argument("--distro", default="all", help="a,b,c or all (default: all)")
+    m.add_argument("--list", action="store_true", help="print the job list and stop")
+    m.add_argument("--json", action="store_true", help="the job list as JSON (for CI)")
+    m.add_argument("--libvirt-uri", dest="uris", action="append", default=[],
+                   help="a host to run on; repeat (or a,b) to spread over several")
+    m.add_argument("--artifacts", default=str(REPO / "artifacts"))
+    m.add_argument("--accel", default="auto")
+    m.add_argument("--offline", action="store_true", help="use cached images only")
+    m.add_argument("--margin-mib", type=int, default=1024,
+                   help="memory left free on every host (default: 1024)")
+    m.add_argument("--suite", dest="suites", action="append", default=[],
+                   help="test path to run (default: tests/suites); repeatable")
+    m.add_argument("pytest_args", nargs="*", help="passed on to each pytest (after --)")
+    m.set_defaults(func=cmd_matrix)
     rp = sub.add_parser("report", help="write the comparison report from a run's artifacts")
     rp.add_argument("artifacts_dir", nargs="?", default=str(REPO / "artifacts"))
     rp.set_defaults(func=cmd_report)

@@ -14,7 +14,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from harness import accel, catalog, evidence, images, runs
+from harness import accel, catalog, evidence, images, matrix, runs
 from harness.log import log
 from harness.machine import Machine, MachineError
 from harness.paths import REPO
@@ -32,7 +32,7 @@ MARKERS = {
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "container OS harness")
     group.addoption("--distro", default=os.environ.get("HARNESS_DISTRO", "refos"),
-                    help="catalog entry to boot (default: refos)")
+                    help="catalog entry to boot (default: refos); a,b,c or all for several")
     group.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"),
                     help="accelerator; auto probes KVM and falls back to TCG")
     group.addoption("--require-kvm", action="store_true", help="fail instead of using TCG")
@@ -53,11 +53,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}" if text else name)
-    name = config.getoption("--distro")
+    spec = config.getoption("--distro")
     try:
-        catalog.get(name)
+        matrix.select(spec)
     except catalog.CatalogError as e:
-        raise pytest.UsageError(f"--distro={name}: {e}") from None
+        raise pytest.UsageError(f"--distro={spec}: {e}") from None
     # SIGTERM unwinds like Ctrl-C, so fixture teardown removes the machines.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     # testinfra's own pytest plugin defines a `host` fixture over its own connections
@@ -127,9 +127,38 @@ def _shared_machine_checks(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail("badness found after the test:\n  " + "\n  ".join(problems))
 
 
+def _selected(config: pytest.Config) -> list[str]:
+    return matrix.select(config.getoption("--distro"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Several distros: each test runs once per distro. Without xdist the distros run
+    one after the other, each torn down before the next; with `-n N --dist loadgroup`
+    each distro's tests go to one worker (below), so its VMs live there."""
+    names = _selected(metafunc.config)
+    if len(names) > 1 and "distro" in metafunc.fixturenames:
+        metafunc.parametrize("distro", names, ids=names, indirect=True, scope="session")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """`--dist loadgroup` with several distros: one distro's tests on one worker."""
+    names = _selected(config)
+    if len(names) > 1 and config.getoption("dist") == "loadgroup":
+        return matrix.distro_scheduler(names)(config, log)
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: as many workers as the selected distros' VMs that fit in free memory."""
+    needs = [matrix.need_mib(j) for j in matrix.jobs(_selected(config))]
+    return max(1, min(len(needs), matrix.budget(needs, matrix.mem_available_mib())))
+
+
 @pytest.fixture(scope="session")
-def distro(pytestconfig: pytest.Config) -> catalog.Distro:
-    return catalog.get(pytestconfig.getoption("--distro"))
+def distro(request: pytest.FixtureRequest) -> catalog.Distro:
+    return catalog.get(getattr(request, "param", None) or _selected(request.config)[0])
 
 
 @pytest.fixture(scope="session")

@@ -78,7 +78,7 @@ def load(artifacts: Path) -> list[DistroRun]:
     """Every distro of the run in `artifacts`: the matrix's list, else each distro folder."""
     plan = artifacts / "matrix.json"
     if plan.exists():
-        names = [d["name"] for d in json.loads(plan.read_text())["distros"]]
+        names = [d["distro"] for d in json.loads(plan.read_text())["distros"]]
     else:
         names = sorted(p.name for p in artifacts.iterdir() if p.is_dir() and _has_results(p))
     return [load_distro(artifacts / name) for name in names]

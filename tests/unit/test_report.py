@@ -74,7 +74,7 @@ def sample_run(tmp_path: Path) -> Path:
         (d / "status.json").write_text(json.dumps({"ran": True, "exit_code": 0}))
     (root / "flatcar").mkdir()
     (root / "flatcar" / "status.json").write_text(json.dumps({"ran": False, "reason": NOT_RUN}))
-    plan = {"distros": [{"name": n} for n in ("refos", "refos-noapparmor", "flatcar")]}
+    plan = {"distros": [{"distro": n} for n in ("refos", "refos-noapparmor", "flatcar")]}
     (root / "matrix.json").write_text(json.dumps(plan))
     return root
 

@@ -1,0 +1,216 @@
+"""The matrix's decisions (which distros, how many at once, on which host) as pure
+functions over plain numbers, and its runs with a stand-in suite that boots nothing."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from harness import catalog, cli, images, matrix, report
+from harness.paths import REPO
+
+# -- selection ----------------------------------------------------------------------------
+
+
+def test_select_takes_a_comma_list_in_order_without_repeats():
+    assert matrix.select("refos-noapparmor, refos,refos") == ["refos-noapparmor", "refos"]
+
+
+def test_select_all_is_every_catalog_entry():
+    assert matrix.select("all") == list(catalog.load())
+
+
+def test_select_unknown_name_lists_the_known_ones():
+    with pytest.raises(catalog.CatalogError, match=r"unknown distro 'nope'; known: .*refos"):
+        matrix.select("refos,nope")
+
+
+def test_list_json_is_the_job_list_from_the_catalog(capsys):
+    assert cli.main(["matrix", "--distro", "refos,flatcar", "--list", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [j["distro"] for j in got] == ["refos", "flatcar"]
+    assert got[0] | {"title": ""} == {"distro": "refos", "title": "", "memory_mib": 1024,
+                                      "firmware": "uefi", "image": "build"}
+    assert (got[1]["image"], got[1]["firmware"]) == ("download", "bios")
+
+
+def test_list_all_names_every_distro(capsys):
+    assert cli.main(["matrix", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(catalog.load())
+
+
+# -- memory -------------------------------------------------------------------------------
+
+
+def test_budget_counts_the_biggest_vms_that_fit_above_the_margin():
+    assert matrix.budget([1280, 1280, 2304], free_mib=5000, margin_mib=1024) == 2
+    assert matrix.budget([1280, 1280], free_mib=24000, margin_mib=1024) == 2
+    assert matrix.budget([1280] * 10, free_mib=8000, margin_mib=1024) == 5
+
+
+def test_budget_is_zero_when_not_even_one_fits():
+    assert matrix.budget([2304], free_mib=3000, margin_mib=1024) == 0
+
+
+def test_need_adds_qemu_overhead_to_catalog_memory():
+    job = matrix.jobs(["refos"])[0]
+    assert matrix.need_mib(job) == 1024 + matrix.QEMU_OVERHEAD_MIB
+
+
+def test_place_picks_the_host_with_most_free_memory_that_fits():
+    free = {"qemu:///system": 3000, "qemu+ssh://a/system": 9000, "qemu+ssh://b/system": 5000}
+    assert matrix.place(1280, free, margin_mib=1024) == "qemu+ssh://a/system"
+    assert matrix.place(7000, free, margin_mib=1024) == "qemu+ssh://a/system"
+    assert matrix.place(8000, free, margin_mib=1024) is None
+
+
+def test_place_breaks_ties_by_the_order_hosts_were_given():
+    assert matrix.place(100, {"x": 5000, "y": 5000}, margin_mib=0) == "x"
+
+
+def test_hosts_make_a_job_wait_until_memory_is_released():
+    hosts = matrix.Hosts({"h": 3000}, margin_mib=1000)
+    assert hosts.acquire(1500) == "h"
+    got: list[str] = []
+    waiter = threading.Thread(target=lambda: got.append(hosts.acquire(1500)))
+    waiter.start()
+    waiter.join(0.3)
+    assert got == []  # 500 MiB left above the margin: it waits
+    hosts.release("h", 1500)
+    waiter.join(5)
+    assert got == ["h"]
+
+
+def test_mem_available_is_read_from_meminfo(tmp_path):
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal: 24000000 kB\nMemFree: 1000 kB\nMemAvailable: 20480000 kB\n")
+    assert matrix.mem_available_mib(meminfo) == 20000
+
+
+def test_mem_available_of_this_machine_is_positive():
+    assert matrix.mem_available_mib() > 0
+
+
+def test_local_uris_are_told_from_remote_ones():
+    assert matrix.is_local("qemu:///system")
+    assert not matrix.is_local("qemu+ssh://host/system")
+
+
+# -- runs, with a stand-in suite ----------------------------------------------------------
+
+STAND_IN = '''
+import json, os, time
+def test_stand_in(pytestconfig):
+    out = os.environ["MATRIX_TIMES"]
+    start = time.time()
+    time.sleep(1.5)
+    with open(out, "a") as f:
+        f.write(json.dumps([pytestconfig.getoption("--distro"), start, time.time()]) + "\\n")
+'''
+
+
+def _stand_in_run(tmp_path, monkeypatch, free_mib: int, resolve=lambda name: None):
+    """Run the matrix over refos and refos-noapparmor with a suite that boots nothing
+    and only records when it ran (a stand-in for tests/suites, which boots VMs)."""
+    suite = tmp_path / "test_stand_in.py"
+    suite.write_text(STAND_IN)
+    times = tmp_path / "times.jsonl"
+    monkeypatch.setenv("MATRIX_TIMES", str(times))
+    opts = matrix.Options(tmp_path / "artifacts", ["qemu:///system"], [str(suite)])
+    statuses = matrix.run(["refos", "refos-noapparmor"], opts, {"qemu:///system": free_mib},
+                          resolve)
+    spans = {d: (s, e) for d, s, e in map(json.loads, times.read_text().splitlines())} \
+        if times.exists() else {}
+    return statuses, spans, opts.artifacts
+
+
+def test_matrix_runs_distros_in_parallel_when_memory_allows(tmp_path, monkeypatch):
+    statuses, spans, artifacts = _stand_in_run(tmp_path, monkeypatch, free_mib=8000)
+    assert all(s["ran"] and s["exit_code"] == 0 for s in statuses.values()), statuses
+    (a0, a1), (b0, b1) = spans["refos"], spans["refos-noapparmor"]
+    assert a0 < b1 and b0 < a1, "the two runs did not overlap"
+    for name in statuses:
+        assert (artifacts / name / "junit.xml").exists()
+        assert json.loads((artifacts / name / "status.json").read_text())["ran"]
+
+
+def test_matrix_runs_one_at_a_time_when_memory_fits_one(tmp_path, monkeypatch):
+    statuses, spans, _ = _stand_in_run(tmp_path, monkeypatch, free_mib=1024 + 1280 + 500)
+    assert all(s["ran"] for s in statuses.values())
+    (_, a1), (b0, _) = sorted(spans.values())
+    assert a1 <= b0, "the two runs overlapped though memory fits one"
+
+
+def test_distro_with_missing_image_is_not_run_and_fails_no_one(tmp_path, monkeypatch):
+    def resolve(name):
+        if name == "refos-noapparmor":
+            raise images.ImageUnavailable(f"{name}: not cached (stand-in reason)")
+
+    statuses, spans, artifacts = _stand_in_run(tmp_path, monkeypatch, 8000, resolve)
+    assert statuses["refos-noapparmor"] == {
+        "ran": False, "reason": "image unavailable: refos-noapparmor: not cached (stand-in reason)"}
+    assert statuses["refos"]["exit_code"] == 0 and list(spans) == ["refos"]
+    assert matrix.exit_code(statuses) == 0
+    runs = {r.name: r for r in report.load(artifacts)}
+    assert runs["refos-noapparmor"].status.startswith("not run: image unavailable")
+    assert runs["refos"].suites["stand_in"].passed == 1
+
+
+def test_distro_too_big_for_any_host_is_not_run(tmp_path, monkeypatch):
+    statuses, spans, _ = _stand_in_run(tmp_path, monkeypatch, free_mib=2000)
+    assert not spans
+    assert all("no host has that free" in s["reason"] for s in statuses.values())
+
+
+# -- pytest --distro=a,b ------------------------------------------------------------------
+
+
+def _pytest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def test_pytest_distro_list_runs_each_suite_test_once_per_distro():
+    out = _pytest("tests/suites", "--collect-only", "-q",
+                  "--distro=refos,refos-noapparmor").stdout.splitlines()
+    ids = [line for line in out if "::" in line]
+    assert len([i for i in ids if i.endswith("[refos]")]) == \
+        len([i for i in ids if i.endswith("[refos-noapparmor]")]) > 3
+
+
+def test_pytest_unknown_distro_in_a_list_is_a_usage_error():
+    result = _pytest("tests/suites", "--collect-only", "--distro=refos,nope")
+    assert result.returncode == 4
+    assert "--distro=refos,nope: unknown distro 'nope'; known:" in result.stderr
+
+
+def test_xdist_loadgroup_keeps_each_distro_on_one_worker(tmp_path):
+    """Real xdist scheduling; the probe plugin records each test's worker and runs none."""
+    probe = tmp_path / "workers.txt"
+    result = _pytest("tests/suites", "-n", "2", "--dist", "loadgroup", "-p", "xdist_probe",
+                     "--distro=refos,refos-noapparmor",
+                     env={"PYTHONPATH": str(REPO / "tests" / "unit"),
+                          "XDIST_PROBE_OUT": str(probe)})
+    assert probe.exists(), result.stdout[-2000:] + result.stderr[-2000:]
+    workers: dict[str, set[str]] = {}
+    for line in probe.read_text().splitlines():
+        worker, nodeid = line.split(" ", 1)
+        distro = nodeid.rsplit("[", 1)[1].split("]")[0].split("-nocloud")[0].split("-config")[0]
+        workers.setdefault(distro, set()).add(worker)
+    assert set(workers) == {"refos", "refos-noapparmor"}
+    assert all(len(w) == 1 for w in workers.values()), workers
+    assert workers["refos"] != workers["refos-noapparmor"]
+
+
+def test_distro_of_reads_the_leading_parameter_id_with_the_longest_name():
+    names = ["refos", "refos-noapparmor"]
+    assert matrix.distro_of("t.py::test_a[refos]", names) == "refos"
+    assert matrix.distro_of("t.py::test_a[refos-noapparmor-nocloud]", names) == \
+        "refos-noapparmor"
+    assert matrix.distro_of("t.py::test_bug[refos-refos-noapparmor]", names) == "refos"
+    assert matrix.distro_of("t.py::test_a", names) is None
