@@ -14,7 +14,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from harness import accel, catalog, evidence, images, matrix, runs
+from harness import accel, catalog, evidence, images, matrix, runs, snapshot
 from harness.log import log
 from harness.machine import Machine, MachineError
 from harness.paths import REPO
@@ -22,6 +22,7 @@ from harness.paths import REPO
 MARKERS = {
     "vm": "boots at least one virtual machine",
     "destructive": "changes the machine (reboots, updates): gets its own machine",
+    "cold_boot: this test's machines boot from scratch instead of being restored": "",
     "allow(*checks): let this test's machines show these badness checks (harness.evidence."
     "CHECKS), e.g. allow('segfault')": "",
     "bug(url, affected, fixed): reproduces a reported bug; parametrize the test over "
@@ -40,6 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                                             "qemu:///system"))
     group.addoption("--artifacts", default=str(REPO / "artifacts"),
                     help="where console logs, domain XML and timings are kept")
+    group.addoption("--cold-boots", action="store_true",
+                    help="boot every machine instead of restoring saved ones")
     group.addoption("--keep-artifacts", action="store_true",
                     help="keep each test's evidence folder even when it passed")
     group.addoption("--keep-vm", action="store_true",
@@ -207,31 +210,53 @@ def accelerator(pytestconfig: pytest.Config, local_image: images.LocalImage) -> 
 
 
 class MachineFactory:
-    """Boots machines for one scope and removes them when the scope ends."""
+    """Boots machines for one scope and removes them when the scope ends.
+
+    By default a machine is restored from a saved copy of a booted one
+    (harness.snapshot): the first machine of each recipe (distro, seed, extra
+    configuration) is booted cold through the session's factory and saved.
+    `cold=True`, the `cold_boot` marker or --cold-boots boot every machine."""
 
     def __init__(self, request: pytest.FixtureRequest, run: runs.Run,
                  conn: libvirt.virConnect, distro: catalog.Distro,
-                 image: images.LocalImage, accel_name: str, artifacts: Path):
+                 image: images.LocalImage, accel_name: str, artifacts: Path,
+                 templates: snapshot.Templates | None, session: "MachineFactory | None" = None):
         self.request, self.run, self.conn = request, run, conn
         self.distro, self.image, self.accel = distro, image, accel_name
-        self.artifacts = artifacts
+        self.artifacts, self.templates = artifacts, templates
+        self.session = session or self
         self.machines: list[Machine] = []
+        self._shared: Machine | None = None
 
     def __call__(self, name: str, extra_config: dict | str | None = None,
-                 distro: catalog.Distro | None = None, seed_format: str = "") -> Machine:
-        """Boot `name` from the session's distro, or from `distro` (bug cases boot
-        the exact image a bug was reported against); `seed_format` overrides the
-        catalog's first-boot format (harness.seed.FORMATS)."""
+                 distro: catalog.Distro | None = None, seed_format: str = "",
+                 cold: bool = False) -> Machine:
+        """A ready machine `name` of the session's distro, or of `distro` (bug cases
+        boot the exact image a bug was reported against); `seed_format` overrides
+        the catalog's first-boot format (harness.seed.FORMATS)."""
         distro = distro or self.distro
         image = self.image if distro == self.distro else images.resolve(distro)
         m = Machine(name, distro, self.run, self.conn, image.path, image.key, self.accel,
                     extra_config, seed_format=seed_format)
         self.machines.append(m)
+        cold = cold or self.templates is None or \
+            self.request.node.get_closest_marker("cold_boot") is not None
         try:
-            return m.start()
+            if cold:
+                return m.start()
+            key = snapshot.save_key(image.key, distro.name, seed_format, extra_config)
+            return self.templates.restore(key, lambda: self.session(
+                f"{distro.name}-t{key[:6]}", extra_config, distro, seed_format, cold=True), m)
         except BaseException:
             self._keep_evidence(m)
             raise
+
+    def shared(self) -> Machine:
+        """The machine tests share when they do not change it (restored again if a
+        fresh machine of the same save took its place)."""
+        if self._shared is None or self._shared.res.domain is None:
+            self._shared = self(f"{self.distro.name}-shared".replace("_", "-"))
+        return self._shared
 
     def close(self) -> None:
         """Check and record each machine, then remove it (or keep it, failed, with --keep-vm)."""
@@ -246,6 +271,8 @@ class MachineFactory:
                     print(f"\n{evidence.ssh_hint(m)}")
                     continue
             m.destroy()
+        if self.templates is not None and self.session is self:
+            self.templates.close()
         if problems:
             pytest.fail("badness found after the test:\n  " + "\n  ".join(problems))
 
@@ -258,10 +285,13 @@ class MachineFactory:
         (dest / "timings.json").write_text(json.dumps(m.timings, indent=2) + "\n")
 
 
-def _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator):
-    artifacts = Path(request.config.getoption("--artifacts"))
+def _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator,
+             session: MachineFactory | None = None) -> MachineFactory:
+    cold = request.config.getoption("--cold-boots")
+    templates = None if cold else (session.templates if session else
+                                   snapshot.Templates(libvirt_conn))
     return MachineFactory(request, harness_run, libvirt_conn, distro, local_image, accelerator,
-                          artifacts)
+                          Path(request.config.getoption("--artifacts")), templates, session)
 
 
 @pytest.fixture(scope="session")
@@ -273,21 +303,22 @@ def session_machines(request, harness_run, libvirt_conn, distro, local_image, ac
 
 
 @pytest.fixture
-def machine_factory(request, harness_run, libvirt_conn, distro, local_image, accelerator
-                    ) -> Iterator[MachineFactory]:
-    """Boots machines that live for one test: `machine_factory("name")`."""
-    factory = _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator)
+def machine_factory(request, session_machines, harness_run, libvirt_conn, distro, local_image,
+                    accelerator) -> Iterator[MachineFactory]:
+    """Machines that live for one test: `machine_factory("name")`."""
+    factory = _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator,
+                       session_machines)
     yield factory
     factory.close()
 
 
-@pytest.fixture(scope="session")
-def machine(session_machines: MachineFactory, distro: catalog.Distro) -> Machine:
-    """One machine shared by every test that does not change it."""
-    return session_machines(f"{distro.name}-shared".replace("_", "-"))
+@pytest.fixture
+def machine(session_machines: MachineFactory) -> Machine:
+    """The machine shared by tests that do not change it."""
+    return session_machines.shared()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def host(machine: Machine):
     """The shared machine as a pytest-testinfra Host, over the harness's SSH:
     `host.service("docker").is_running`, `host.mount_point("/").options`."""
