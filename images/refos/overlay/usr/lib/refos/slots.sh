@@ -18,7 +18,9 @@ other_slot() {
 
 # entry_file SLOT: the slot's entry file, whatever its counter.
 entry_file() {
-	ls "$ENTRIES"/refos-"$1".conf "$ENTRIES"/refos-"$1"+*.conf 2>/dev/null | head -n 1
+	for f in "$ENTRIES"/refos-"$1".conf "$ENTRIES"/refos-"$1"+*.conf; do
+		if [ -e "$f" ]; then echo "$f"; return 0; fi
+	done
 }
 
 next_generation() {
@@ -26,7 +28,7 @@ next_generation() {
 	for f in "$ENTRIES"/refos-*.conf; do
 		[ -e "$f" ] || continue
 		g=$(sed -n 's/^version[[:space:]]\+//p' "$f")
-		[ "${g:-0}" -gt "$max" ] && max=$g
+		if [ "${g:-0}" -gt "$max" ]; then max=$g; fi
 	done
 	echo $((max + 1))
 }
