@@ -18,6 +18,7 @@ from harness.paths import runtime_dir
 
 QEMU = "qemu-system-x86_64"
 REACHED = ("Kernel panic", "VFS: Unable to mount root")
+_warned = False  # the fallback is said once per process
 
 
 class AccelError(RuntimeError):
@@ -40,8 +41,7 @@ def probe_kvm(kernel: Path) -> tuple[bool, str]:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline,
                              errors="replace")
         text = out.stdout + out.stderr
-    except subprocess.TimeoutExpired as e:
-        text = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else ""
+    except subprocess.TimeoutExpired:
         return False, f"a KVM guest kernel did not reach its root mount within {deadline:.0f}s"
     if any(marker in text for marker in REACHED):
         return True, "a KVM guest kernel booted"
@@ -62,6 +62,10 @@ def choose(requested: str, kernel: Path | None, require_kvm: bool = False) -> st
         return _use("kvm")
     if requested == "kvm" or require_kvm:
         raise AccelError(f"KVM was required but does not work here: {why}")
+    global _warned
+    if _warned:
+        return _use("tcg")
+    _warned = True
     log.warning("accel: KVM does not work here (%s); falling back to TCG, software "
                 "emulation: boots take minutes and every timeout is scaled x%d",
                 why, timeouts.TCG_FACTOR)

@@ -391,9 +391,12 @@ class Machine:
             return settle is None or settle()
 
         budget = (timeouts.get("reboot") + timeouts.get("boot")) * boots
+        started = time.monotonic()
         self.poll("reboot (new boot id)" if settle is None else "reboot until settled",
                   new_boot, budget)
         self._wait_boot_finished()
+        reboots = [k for k in self.timings if k.startswith("reboot")]
+        self.timings[f"reboot{len(reboots) + 1}"] = round(time.monotonic() - started, 2)
 
     def shutdown(self) -> None:
         self._ssh.run("systemd-run --no-block --on-active=1 systemctl poweroff",

@@ -79,8 +79,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         target = params.params["bug_distro"]
         if target in bug.kwargs.get("affected", ()):
+            # Only the bug's own symptom (a failed assertion or pytest.fail) counts:
+            # a harness error on the way is a real failure, not a reproduction.
             item.add_marker(pytest.mark.xfail(
-                strict=True, reason=f"{target} is affected by "
+                strict=True, raises=(AssertionError, pytest.fail.Exception),
+                reason=f"{target} is affected by "
                 f"{bug.kwargs.get('url') or 'a reported bug with no tracker link'}"))
 
 

@@ -124,5 +124,6 @@ def capacity(conn: libvirt.virConnect, name: str) -> int:
 def clone(conn: libvirt.virConnect, source: str, name: str) -> str:
     """A copy of a volume (through libvirt, so it works on a remote host); its path."""
     p = pool(conn)
+    p.refresh(0)  # libvirt itself, not the API, made some files (a domain's NVRAM)
     src = p.storageVolLookupByName(source)
     return p.createXMLFrom(_volume_xml(name, src.info()[1], "raw"), src, 0).path()

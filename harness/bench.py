@@ -1,0 +1,303 @@
+"""`make bench`: what the harness costs, measured side by side in one run.
+
+Every figure is a ratio against a baseline measured in the same run on the
+same machine: the harness's boot against bare QEMU polled with the ssh
+client, a restore against a cold boot, two VMs at once against one after the
+other, the suites' wall time against the guest's own boot time, fetch against
+curl. Targets are printed next to the figures; nothing here fails on a miss.
+"""
+
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import libvirt
+
+from harness import accel, catalog, images, keys, runs, seed, snapshot, storage
+from harness.domain import NIC_SLOT, OVMF_CODE, OVMF_VARS, netdev_arg
+from harness.log import setup_cli_logging
+from harness.machine import Machine
+from harness.paths import REPO
+
+URI = "qemu:///system"
+OUT = REPO / "artifacts" / "bench"
+
+
+def _machine(name: str, distro, image, accel_name: str, run: runs.Run) -> Machine:
+    return Machine(name, distro, run, libvirt.open(URI), image.path, image.key, accel_name)
+
+
+def harness_boot(distro, image, accel_name, run) -> tuple[Machine, dict]:
+    """Cold boot through the harness; the machine stays up for the next figures."""
+    started = time.monotonic()
+    m = _machine("bench-cold", distro, image, accel_name, run)
+    m.start()
+    provision = m.started - started
+    listening, accepted = _sshd_times(m)
+    return m, {
+        "to_first_command_s": round(provision + m.timings["command"], 1),
+        "to_ready_s": round(provision + m.timings["ready"], 1),
+        "lag_after_sshd_listening_s": round(accepted - listening, 2),
+    }
+
+
+def _sshd_times(m: Machine) -> tuple[float, float]:
+    """When the guest's sshd began listening and first accepted us (guest clock)."""
+    out = m.succeed("journalctl -b -o short-unix --no-pager -t sshd")
+    listening = accepted = 0.0
+    for line in out.splitlines():
+        stamp = float(line.split()[0])
+        if "Server listening on" in line and not listening:
+            listening = stamp
+        if "Accepted publickey" in line and not accepted:
+            accepted = stamp
+    return listening, accepted
+
+
+def bare_boot(distro, image, work: Path, accel_name: str) -> dict:
+    """The same disk, seed and QEMU options without libvirt or the harness,
+    polled with the ssh client every 0.2 s."""
+    work.mkdir(parents=True)
+    client = keys.generate(work, "id", "bench")
+    intent = seed.Intent(hostname="bench-bare", user=distro.boot.ssh_user,
+                         authorized_keys=(client.public,))
+    media = seed.build(distro.boot.seed, intent, work)
+    overlay, vars_fd = work / "disk.qcow2", work / "VARS.fd"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.path), "-F",
+                    "qcow2", str(overlay)], check=True)
+    shutil.copy(OVMF_VARS, vars_fd)
+    port_lock = runs.PortLock()
+    port = port_lock.port
+    cmd = ["qemu-system-x86_64", "-machine", f"pc,accel={accel_name}", "-m",
+           str(distro.boot.memory_mib), "-nodefaults", "-display", "none",
+           "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+           "-drive", f"if=pflash,format=raw,file={vars_fd}",
+           "-drive", f"file={overlay},if=virtio,format=qcow2",
+           "-drive", f"file={media.disk},if=virtio,format=raw,readonly=on",
+           "-device", "virtio-rng-pci", "-serial", f"file:{work / 'console.log'}",
+           "-netdev", netdev_arg(port),
+           "-device", f"virtio-net-pci,netdev=hn0,addr={NIC_SLOT}"]
+    ssh = ["ssh", "-q", "-o", "BatchMode=yes", "-o", "ConnectTimeout=2", "-o",
+           "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-i",
+           str(client.private_path), "-p", str(port), f"{distro.boot.ssh_user}@127.0.0.1", "true"]
+    started = time.monotonic()
+    qemu = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while subprocess.run(ssh, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             timeout=60).returncode != 0:
+            if qemu.poll() is not None or time.monotonic() - started > 900:
+                raise RuntimeError(f"bare QEMU did not answer ssh; see {work / 'console.log'}")
+            time.sleep(0.2)
+        return {"to_first_command_s": round(time.monotonic() - started, 1)}
+    finally:
+        qemu.terminate()
+        qemu.wait()
+        port_lock.release()
+
+
+def restore_vs_cold(m: Machine, cold_ready_s: float, run: runs.Run) -> dict:
+    """Save the cold-booted machine, then time a fresh machine from the save."""
+    templates = snapshot.Templates(m.conn)
+    key = snapshot.save_key(m.image_key, m.distro.name, "", None)
+    fresh = Machine("bench-fresh", m.distro, run, m.conn, m.image, m.image_key, m.accel)
+    started = time.monotonic()
+    templates.restore(key, lambda: m, fresh)
+    save_s = templates.saves[key].seconds
+    fresh_s = time.monotonic() - started - save_s
+    fresh.succeed("true")
+    templates.close()
+    return {"save_s": save_s, "fresh_machine_s": round(fresh_s, 1),
+            "cold_boot_to_ready_s": cold_ready_s, "ratio": round(fresh_s / cold_ready_s, 3)}
+
+
+def two_at_once(distro, image, accel_name, run, one_s: float) -> dict:
+    """Two cold boots (to the first command) in parallel against twice one boot."""
+    results: dict[str, float] = {}
+
+    def boot(name: str) -> None:
+        m = _machine(name, distro, image, accel_name, run)
+        t = time.monotonic()
+        try:
+            m.start()
+            results[name] = time.monotonic() - t
+        finally:
+            m.destroy()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=boot, args=(f"bench-par{i}",)) for i in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - started
+    return {"parallel_wall_s": round(wall, 1), "sequential_s": round(2 * one_s, 1),
+            "ratio": round(wall / (2 * one_s), 2), "each_s": {k: round(v, 1) for k, v in
+                                                              results.items()}}
+
+
+def suites(distro_name: str) -> dict:
+    """Wall time of a suite subset with restores (the default) and with cold boots,
+    against the guest boot time inside each run."""
+    out = {}
+    for mode, extra in (("restores", []), ("cold_boots", ["--cold-boots"])):
+        artifacts = OUT / f"suite-{mode}"
+        shutil.rmtree(artifacts, ignore_errors=True)
+        started = time.monotonic()
+        status = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             f"--distro={distro_name}", f"--artifacts={artifacts}", *extra,
+             *(str(REPO / "tests/suites" / f) for f in ("test_docker.py", "test_readonly.py"))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        wall = time.monotonic() - started
+        boots = _boot_seconds(artifacts)
+        out[mode] = {"wall_s": round(wall, 1), "guest_boot_s": round(boots, 1),
+                     "wall_over_boot": round(wall / boots, 2) if boots else None,
+                     "pytest_status": status}
+    out["restores_over_cold"] = round(out["restores"]["wall_s"] / out["cold_boots"]["wall_s"], 2)
+    return out
+
+
+def _boot_seconds(artifacts: Path) -> float:
+    """Cold boots to ready plus reboots, from each machine's timings."""
+    total = 0.0
+    for path in artifacts.glob("*/*/timings.json"):
+        timings = json.loads(path.read_text())
+        if "restore" not in timings:
+            total += timings.get("ready", 0)
+        total += sum(v for k, v in timings.items() if k.startswith("reboot"))
+    return total
+
+
+def disk_provisioning(conn: libvirt.virConnect, work: Path, run: runs.Run) -> dict:
+    """Upload a sparse base image and make an overlay over it: 1 GiB against 20 GiB."""
+    out = {}
+    for gib in (1, 20):
+        base = work / f"sparse-{gib}g.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), f"{gib}G"],
+                       check=True)
+        key = f"bench-{run.id}-{gib}g"
+        started = time.monotonic()
+        path, vsize = storage.base_volume(conn, base, key)
+        storage.overlay(conn, f"{run.volume_prefix()}bench-{gib}g.disk.qcow2", path, vsize)
+        out[f"{gib}_gib_s"] = round(time.monotonic() - started, 3)
+        storage.delete_volumes(conn, f"base-{key}")
+    storage.delete_volumes(conn, f"{run.volume_prefix()}bench-")
+    out["ratio_20_over_1"] = round(out["20_gib_s"] / out["1_gib_s"], 2)
+    return out
+
+
+def fetch_figures() -> dict:
+    from harness import fetch, fetchbench
+    from harness.localserver import LocalServer
+
+    out = fetchbench.compare_with_curl(256, 2)
+    out["ratio_to_curl"] = round(out["curl_seconds"] / out["harness_seconds"], 2)
+    with LocalServer() as server:
+        data = OUT / "refetch.raw"
+        data.write_bytes(os.urandom(64 * 2**20))
+        source = fetch.Source((server.add("/r", data),), fetch.file_digest(data))
+        cache = OUT / "refetch-cache"
+        fetch.fetch(source, cache=cache, label="bench")
+        started = time.monotonic()
+        fetch.fetch(source, cache=cache, label="bench")
+        out["cached_refetch_s"] = round(time.monotonic() - started, 3)
+        shutil.rmtree(cache)
+        data.unlink()
+    return out
+
+
+def _qemu_peak_rss_mib(m: Machine) -> float | None:
+    pidfile = Path(f"/run/libvirt/qemu/{m.res.domain.name()}.pid")
+    try:
+        status = Path(f"/proc/{pidfile.read_text().strip()}/status").read_text()
+    except OSError:
+        return None
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    return round(kib / 1024, 1)
+
+
+def main() -> int:
+    setup_cli_logging()
+    shutil.rmtree(OUT, ignore_errors=True)
+    OUT.mkdir(parents=True)
+    distro = catalog.get(os.environ.get("HARNESS_BENCH_DISTRO", "refos"))
+    image = images.resolve(distro)
+    accel_name = accel.choose("auto", image.kernel)
+    conn = libvirt.open(URI)
+    runs.sweep(conn)
+    run = runs.Run.start()
+    result: dict = {"machine": {"cores": os.cpu_count(), "accel": accel_name,
+                                "python": platform.python_version(), "distro": distro.name}}
+    started = time.monotonic()
+    try:
+        m, result["harness_boot"] = harness_boot(distro, image, accel_name, run)
+        result["memory"] = {"qemu_peak_rss_mib": _qemu_peak_rss_mib(m)}
+        result["bare_boot"] = bare_boot(distro, image, OUT / "bare", accel_name)
+        h, b = result["harness_boot"], result["bare_boot"]
+        result["boot_ratio"] = round(h["to_first_command_s"] / b["to_first_command_s"], 3)
+        result["fresh_from_save"] = restore_vs_cold(m, h["to_ready_s"], run)
+        result["two_vms"] = two_at_once(distro, image, accel_name, run, h["to_first_command_s"])
+        result["disk"] = disk_provisioning(conn, OUT, run)
+        result["fetch"] = fetch_figures()
+        result["suites"] = suites(distro.name)
+        result["memory"]["harness_peak_rss_mib"] = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    finally:
+        runs.sweep(conn, keep=set())
+        shutil.rmtree(run.dir, ignore_errors=True)
+    result["bench_seconds"] = round(time.monotonic() - started, 1)
+    (OUT / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"\nwritten: {OUT / 'bench.json'}")
+    return 0
+
+
+TARGETS = [
+    ("boot to first command, harness / bare QEMU", "boot_ratio", "<= 1.05", 1.05, "le"),
+    ("harness lag after sshd listens (s)",
+     "harness_boot.lag_after_sshd_listening_s", "< 1", 1.0, "lt"),
+    ("fresh machine from save / cold boot", "fresh_from_save.ratio", "<= 0.1", 0.1, "le"),
+    ("two VMs at once / one after the other", "two_vms.ratio", "", None, ""),
+    ("disk for 20 GiB / 1 GiB base", "disk.ratio_20_over_1", "~1 (no growth)", None, ""),
+    ("fetch throughput, harness / curl", "fetch.ratio_to_curl", ">= 0.9", 0.9, "ge"),
+    ("cached re-fetch (s)", "fetch.cached_refetch_s", "", None, ""),
+    ("suites wall / guest boot time (restores)", "suites.restores.wall_over_boot", "", None, ""),
+    ("suites wall / guest boot time (cold boots)", "suites.cold_boots.wall_over_boot", "", None,
+     ""),
+    ("suites wall, restores / cold boots", "suites.restores_over_cold", "", None, ""),
+    ("harness peak RSS (MiB)", "memory.harness_peak_rss_mib", "", None, ""),
+    ("QEMU peak RSS (MiB)", "memory.qemu_peak_rss_mib", "", None, ""),
+]
+
+
+def _get(result: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(result, dict) or part not in result:
+            return None
+        result = result[part]
+    return result
+
+
+def table(result: dict) -> str:
+    m = result["machine"]
+    lines = [f"bench on {m['cores']} cores, accelerator {m['accel']}, distro {m['distro']}",
+             f"{'figure':48} {'value':>10}  {'target':>14}  note", "-" * 84]
+    for label, key, target, limit, op in TARGETS:
+        value = _get(result, key)
+        note = ""
+        if limit is not None and value is not None:
+            ok = {"le": value <= limit, "lt": value < limit, "ge": value >= limit}[op]
+            note = "met" if ok else "MISSED"
+        lines.append(f"{label:48} {value!s:>10}  {target:>14}  {note}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
