@@ -16,7 +16,7 @@ run: deps venv services image
 
 test: deps venv services image
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest tests
+	$(VENV)/bin/pytest tests --offline
 
 deps:
 	@missing=""; for p in $(DEBS); do \

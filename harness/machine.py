@@ -74,6 +74,7 @@ class Machine:
         self.direct: domain.DirectBoot | None = None
         self.dir = _unique_dir(run.dir / name)
         self.id = self.dir.name  # names its volumes: unique within the run
+        self.hostname = name  # a restored machine keeps its template's
         self.console_log = self.dir / "console.log"
         self.timings: dict[str, float] = {}
         self.res = Resources()
@@ -102,7 +103,7 @@ class Machine:
         self.client_key = keys.generate(keydir, "id_ed25519", f"harness-{self.run_.id}")
         self.host_key = keys.generate(keydir, "ssh_host_ed25519_key", self.name)
         (keydir / "known_hosts").write_text("")  # written once the port is known
-        intent = seed.Intent(hostname=self.name, user=self.distro.boot.ssh_user,
+        intent = seed.Intent(hostname=self.hostname, user=self.distro.boot.ssh_user,
                              authorized_keys=(self.client_key.public,), host_key=self.host_key,
                              instance_id=f"{self.run_.id}-{self.name}", extra=self.extra_config)
         fmt = self.seed_format or self.distro.boot.seed
@@ -162,6 +163,7 @@ class Machine:
         template = saved.template
         self.client_key, self.host_key, self.seed = (template.client_key, template.host_key,
                                                      template.seed)
+        self.hostname = template.hostname
         try:
             with step("restore from saved memory image", self.name):
                 self.res.volumes.append(self.volume(""))
@@ -248,10 +250,16 @@ class Machine:
         tail = self.console_text().splitlines()[-lines:]
         return "\n".join(f"    | {line}" for line in tail)
 
+    def running(self) -> bool:
+        """Whether the domain runs; a transient domain that stopped no longer exists."""
+        try:
+            return self.res.domain is not None and bool(self.res.domain.isActive())
+        except libvirt.libvirtError:
+            return False
+
     def check_alive(self) -> None:
         """Raise BootFailure if waiting for this guest can no longer succeed."""
-        dom = self.res.domain
-        if dom is None or not dom.isActive():
+        if not self.running():
             raise BootFailure(f"{self.name}: the domain is no longer running\n"
                               f"  last console lines:\n{self.console_tail()}")
         text = self.console_text()[self._console_mark:]
@@ -402,10 +410,8 @@ class Machine:
         self._ssh.run("systemd-run --no-block --on-active=1 systemctl poweroff",
                       timeouts.get("ssh_command"))
         self._ssh.close()
-        dom = self.res.domain
-
         def off():
-            return not dom.isActive()
+            return not self.running()
 
         tenacity.Retrying(stop=tenacity.stop_after_delay(timeouts.get("shutdown")),
                           wait=tenacity.wait_fixed(0.5), retry=tenacity.retry_if_result(

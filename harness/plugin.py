@@ -79,10 +79,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         target = params.params["bug_distro"]
         if target in bug.kwargs.get("affected", ()):
-            # Only the bug's own symptom (a failed assertion or pytest.fail) counts:
-            # a harness error on the way is a real failure, not a reproduction.
+            # Only the bug's symptom, reported with pytest.fail, counts: a failed
+            # precondition or a harness error on the way is a real failure.
             item.add_marker(pytest.mark.xfail(
-                strict=True, raises=(AssertionError, pytest.fail.Exception),
+                strict=True, raises=pytest.fail.Exception,
                 reason=f"{target} is affected by "
                 f"{bug.kwargs.get('url') or 'a reported bug with no tracker link'}"))
 
@@ -268,7 +268,7 @@ class MachineFactory:
         problems: list[str] = []
         for m in self.machines:
             self._keep_evidence(m)
-            if per_test and m.res.domain is not None:
+            if per_test and m.running():
                 problems += _check_and_record(item, m, 0, 0)
                 if (_failed(item) or problems) and item.config.getoption("--keep-vm"):
                     print(f"\n{evidence.ssh_hint(m)}")

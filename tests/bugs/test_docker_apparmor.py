@@ -9,6 +9,7 @@ import pytest
 from harness import catalog, dockerimage
 
 URL = "https://github.com/moby/moby/issues/20554"
+SYMPTOM = "AppArmor enabled on system but the docker-default profile could not be loaded"
 
 
 @pytest.mark.vm
@@ -26,4 +27,5 @@ def test_docker_run_works_with_apparmor_enabled_kernel(bug_distro, distro, reque
     m.succeed("docker load", stdin=dockerimage.build())
     result = m.run(f"docker run --rm --network none {dockerimage.TAG} true")
     if result.status != 0:
-        pytest.fail(f"docker run failed on {bug_distro}: {result.stderr.strip()}")
+        assert SYMPTOM in result.stderr, f"docker run failed, but not with the bug: {result}"
+        pytest.fail(f"reproduced on {bug_distro}: {result.stderr.strip()}")
