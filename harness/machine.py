@@ -75,6 +75,7 @@ class Machine:
         self.dir = _unique_dir(run.dir / name)
         self.id = self.dir.name  # names its volumes: unique within the run
         self.hostname = name  # a restored machine keeps its template's
+        self.template: Machine | None = None  # the machine it was restored from
         self.console_log = self.dir / "console.log"
         self.timings: dict[str, float] = {}
         self.res = Resources()
@@ -164,6 +165,7 @@ class Machine:
         self.client_key, self.host_key, self.seed = (template.client_key, template.host_key,
                                                      template.seed)
         self.hostname = template.hostname
+        self.template = template
         try:
             with step("restore from saved memory image", self.name):
                 self.res.volumes.append(self.volume(""))
@@ -190,6 +192,11 @@ class Machine:
             self.destroy()
             raise
         return self
+
+    @property
+    def boot_timings(self) -> dict[str, float]:
+        """The phases of the cold boot behind this machine (its template's, if restored)."""
+        return self.template.timings if self.template else self.timings
 
     def volume(self, kind: str) -> str:
         """This machine's volume of a kind; with kind "" the prefix of them all
