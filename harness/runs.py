@@ -25,6 +25,10 @@ from harness.paths import runtime_dir
 
 DOMAIN_PREFIX = "harness-"
 
+# libvirt prints every error to stderr besides raising it; the harness reports
+# the errors it raises itself (and expects some, such as a vanished domain).
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
 
 def _start_time(pid: int) -> str | None:
     try:
