@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-PACKAGE_MANAGERS = ("rpm-ostree", "tdnf", "snap", "snappy", "ros")
+PACKAGE_MANAGERS = ("rpm-ostree", "tdnf", "snap", "snappy", "ros", "apt-get", "rpm")
 BUNDLED_TOOLS = ("etcdctl", "fleetctl", "atomic")
 MOUNTS = ("/", "/usr")
 
