@@ -250,8 +250,7 @@ def main() -> int:
         result["memory"]["harness_peak_rss_mib"] = round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     finally:
-        runs.sweep(conn, keep=set())
-        shutil.rmtree(run.dir, ignore_errors=True)
+        runs.sweep(conn, finished=frozenset({run.id}))
     result["bench_seconds"] = round(time.monotonic() - started, 1)
     (OUT / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))

@@ -63,7 +63,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
         print("\nremoving the machine")
     finally:
         m.destroy()
-        runs.sweep(conn)
+        runs.sweep(conn, finished=frozenset({run.id}))
     return 0
 
 

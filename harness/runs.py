@@ -104,11 +104,13 @@ def destroy_domain(dom: libvirt.virDomain) -> None:
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
 
-def sweep(conn: libvirt.virConnect, keep: set[str] | None = None) -> list[str]:
-    """Remove what dead runs left: domains, volumes, run dirs, stale port locks."""
-    keep = keep or set()
+def sweep(conn: libvirt.virConnect, finished: frozenset[str] = frozenset()) -> list[str]:
+    """Remove what dead runs left: domains, volumes, run dirs, stale port locks.
+
+    `finished` names runs to sweep although their process lives: a run
+    cleaning up after itself at its end."""
     runs = runtime_dir() / "runs"
-    live = {p.name for p in runs.glob("*") if alive(p)} | keep
+    live = {p.name for p in runs.glob("*") if alive(p)} - finished
     removed = []
     for dom in conn.listAllDomains(0):
         if not dom.name().startswith(DOMAIN_PREFIX):
