@@ -2,6 +2,7 @@
 matrix, report."""
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -250,6 +251,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_cli_logging(args.verbose)
+    # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove machines; SIGINT too
+    # when a shell started us in the background with SIGINT ignored.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.func(args)
     except (catalog.CatalogError, images.ImageUnavailable, accel.AccelError,
