@@ -173,9 +173,18 @@ def _count(suite: SuiteResult, case: ET.Element) -> None:
 
 
 def _first_line(element: ET.Element) -> str:
+    """The message's first line, and for a failed guest command its stderr's first
+    line too: that is where the guest says why."""
     text = element.get("message") or element.text or ""
-    line = text.strip().splitlines()[0] if text.strip() else "no message"
-    return line.removeprefix("Skipped: ")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return "no message"
+    summary = lines[0].removeprefix("Skipped: ")
+    if "--- stderr ---" in lines[1:]:
+        said = lines[lines.index("--- stderr ---") + 1:]
+        if said:
+            summary += f" (stderr: {said[0][:300]})"
+    return summary
 
 
 # -- shared helpers -----------------------------------------------------------------------
