@@ -77,6 +77,8 @@ class Machine:
         self.hostname = name  # a restored machine keeps its template's
         self.template: Machine | None = None  # the machine it was restored from
         self.console_log = self.dir / "console.log"
+        # Seconds from domain start to each readiness layer (kernel, ssh, command, ready;
+        # restore for a restored machine); rebootN: how long reboot N took.
         self.timings: dict[str, float] = {}
         self.res = Resources()
         self._console_mark = 0
