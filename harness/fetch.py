@@ -21,6 +21,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -234,13 +235,20 @@ def _stream(url: str, partial: Path, algorithm: str, policy: Policy,
         length = int(r.headers.get("Content-Length", -1))
         total = start + length if length >= 0 else None
         with open(partial, "ab" if resumed else "wb") as f, \
-                Progress(label, total, start) as progress:
+                Progress(label, total, start) as progress, \
+                ThreadPoolExecutor(1) as hasher:
             # read1 hands over what has arrived, so bytes before a dropped connection are
             # kept for the resume; the file's bytes are hashed as sent (no decoding).
+            # Hashing one chunk overlaps receiving the next (hashlib releases the GIL).
+            hashing = None
             while chunk := r.raw.read1(CHUNK, decode_content=False):
                 f.write(chunk)
-                h.update(chunk)
+                if hashing:
+                    hashing.result()
+                hashing = hasher.submit(h.update, chunk)
                 progress.add(len(chunk))
+            if hashing:
+                hashing.result()
         if total is not None and partial.stat().st_size != total:
             raise Transient(f"connection closed after {partial.stat().st_size} of {total} bytes")
     return f"{algorithm}:{h.hexdigest()}"
