@@ -2,6 +2,7 @@
 matrix, report."""
 
 import argparse
+import shutil
 import signal
 import sys
 import time
@@ -29,6 +30,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     import pytest
 
     artifacts = Path(args.artifacts).resolve()
+    # A fresh folder per run, so the summary lists this run's console logs only.
+    shutil.rmtree(artifacts / args.distro, ignore_errors=True)
     junit = artifacts / args.distro / "junit.xml"
     started = time.monotonic()
     status = pytest.main([str(REPO / "tests" / "suites"), f"--distro={args.distro}",
