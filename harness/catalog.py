@@ -59,7 +59,6 @@ class Boot:
     seed: str
     # Commands that return once the guest says its boot is finished.
     ready: tuple[str, ...] = ()
-    kernel_args: str = ""
     # How the seed format is written for this release (harness.seed.OPTIONS):
     # ignition_spec, fw_cfg, dialect (config-2), route (rancher).
     seed_options: dict[str, str] = field(default_factory=dict)

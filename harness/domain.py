@@ -6,7 +6,7 @@ own <interface type='user'> cannot say either, so the NIC is passed as QEMU
 arguments with an explicit PCI slot that libvirt does not hand out.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -55,7 +55,6 @@ class DomainSpec:
     open_network: bool = False  # users may opt out of restrict=on; tests never do
     fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, local file): Ignition configs
     direct: DirectBoot | None = None
-    extra_qemu_args: tuple[str, ...] = field(default=())
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -112,8 +111,7 @@ def netdev_arg(port: int, open_network: bool = False) -> str:
 def _network(root: ET.Element, spec: DomainSpec) -> None:
     cmdline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
     args = ["-netdev", netdev_arg(spec.ssh_port, spec.open_network),
-            "-device", f"virtio-net-pci,netdev=hn0,bus=pci.0,addr={NIC_SLOT}",
-            *spec.extra_qemu_args]
+            "-device", f"virtio-net-pci,netdev=hn0,bus=pci.0,addr={NIC_SLOT}"]
     for name, path in spec.fw_cfg:
         args += ["-fw_cfg", f"name={name},file={path}"]
     for arg in args:
