@@ -48,7 +48,7 @@ image: venv
 	$(VENV)/bin/harness build
 
 bench: deps venv services image
-	$(VENV)/bin/python -m harness.bench
+	$(VENV)/bin/python -m tools.bench
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -10,13 +10,15 @@ from pathlib import Path
 
 import libvirt
 
-from harness import accel, catalog, imagebuild, images, runs
+from harness import catalog, images
+from harness.images import build
 from harness.log import log, setup_cli_logging
 from harness.paths import REPO
+from harness.vm import accel, runs
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    built = imagebuild.build(force=args.force)
+    built = build.build(force=args.force)
     manifest = built.manifest()
     print(f"refos build {manifest['build_id']} in {built.root} "
           f"(built in {manifest['seconds']}s)")
@@ -52,7 +54,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     conn = libvirt.open(args.libvirt_uri)
     runs.sweep(conn)
     run = runs.Run.start()
-    from harness.machine import Machine
+    from harness.vm.machine import Machine
 
     m = Machine(args.name or distro.name, distro, run, conn, image.path, image.key,
                 accel.choose(args.accel, image.kernel))
@@ -80,7 +82,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     """Put a distro's image in the cache (or find it there) and say where it is."""
-    from harness import fetch
+    from harness.images import fetch
 
     distro = catalog.get(args.distro)
     try:
@@ -97,7 +99,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
 
 def cmd_seed(args: argparse.Namespace) -> int:
     """Write the first-boot media a distro would get, with throwaway keys, for inspection."""
-    from harness import keys, seed
+    from harness import seed
+    from harness.seed import keys
 
     distro = catalog.get(args.distro)
     out = Path(args.out).resolve()
@@ -135,10 +138,10 @@ def cmd_repro(args: argparse.Namespace) -> int:
     shown (not hidden as an expected failure), and say where the evidence is."""
     import pytest
 
-    from harness import repro
+    from harness.plugin import bugs
 
     try:
-        case = repro.find(args.bug)
+        case = bugs.find(args.bug)
     except LookupError as e:
         log.error("%s", e)
         return 2
@@ -261,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (catalog.CatalogError, images.ImageUnavailable, accel.AccelError,
-            imagebuild.BuildError) as e:
+            build.BuildError) as e:
         log.error("%s", e)
         return 2
 

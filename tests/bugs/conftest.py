@@ -3,7 +3,8 @@ against, or skipping with what is missing and how to provide it."""
 
 import pytest
 
-from harness import catalog, fetch, images
+from harness import catalog, images
+from harness.images import fetch
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ to have it; refos, with the package, is the fixed case."""
 
 import pytest
 
-from harness import catalog, dockerimage
+from harness import catalog
+from harness.images import dockerimage
 
 URL = "https://github.com/moby/moby/issues/20554"
 SYMPTOM = "AppArmor enabled on system but the docker-default profile could not be loaded"

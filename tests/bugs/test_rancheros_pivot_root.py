@@ -7,7 +7,7 @@ fixed case here."""
 
 import pytest
 
-from harness import dockerimage
+from harness.images import dockerimage
 
 URL = "https://github.com/rancher/os/issues/2378"
 

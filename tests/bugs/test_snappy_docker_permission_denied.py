@@ -8,8 +8,9 @@ the affected release is listed; no fixed release is claimed for want of evidence
 
 import pytest
 
-from harness import catalog, dockerimage
-from harness.distros import snappy
+from harness import catalog
+from harness.images import dockerimage
+from harness.updates import snappy
 
 
 def apparmor_denials(m, lines: int = 20) -> str:

@@ -12,9 +12,10 @@ import time
 import libvirt
 import pytest
 
-from harness import keys, ssh, storage
-from harness.machine import BootFailure, KernelBoot, Machine
 from harness.paths import REPO, runtime_dir
+from harness.seed import keys
+from harness.vm import ssh, storage
+from harness.vm.machine import BootFailure, KernelBoot, Machine
 
 pytestmark = pytest.mark.vm
 

@@ -1,10 +1,11 @@
-"""Fresh machines restored from a saved, booted one (harness.snapshot)."""
+"""Fresh machines restored from a saved, booted one (harness.vm.snapshot)."""
 
 import time
 
 import pytest
 
-from harness import dockerimage, snapshot
+from harness.images import dockerimage
+from harness.vm import snapshot
 
 pytestmark = pytest.mark.vm
 

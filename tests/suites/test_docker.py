@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import dockerimage
+from harness.images import dockerimage
 
 pytestmark = pytest.mark.vm
 

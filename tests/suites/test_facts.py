@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import facts
+from harness.report import facts
 
 pytestmark = pytest.mark.vm
 

@@ -4,8 +4,8 @@ Docker state lives outside the slots, so images and containers must survive."""
 
 import pytest
 
-from harness import dockerimage
-from harness.distros import NetworkUpdater, NoUpdater, updater
+from harness.images import dockerimage
+from harness.updates import NetworkUpdater, NoUpdater, updater
 
 pytestmark = [pytest.mark.vm, pytest.mark.destructive]
 

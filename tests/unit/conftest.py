@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.fetch import Policy
-from harness.localserver import LocalServer
+from harness.images.fetch import Policy
+from tools.localserver import LocalServer
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ import logging
 
 import pytest
 
-from harness import accel, imagebuild, timeouts
+from harness.images import build
+from harness.vm import accel, timeouts
 
 
 @pytest.fixture
 def kernel():
-    built = imagebuild.artifacts()
+    built = build.artifacts()
     if not built.kernel.exists():
         pytest.skip("refos is not built yet (make image): no kernel to probe KVM with")
     return built.kernel

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness import catalog
-from harness.distros import (
+from harness.updates import (
     NeedsNetwork,
     NetworkUpdater,
     NoUpdater,

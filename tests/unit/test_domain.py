@@ -7,7 +7,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from harness import domain
+from harness.vm import domain
 
 pytestmark = pytest.mark.skipif(shutil.which("virt-xml-validate") is None,
                                 reason="virt-xml-validate is missing (Debian libvirt-clients)")

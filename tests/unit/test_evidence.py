@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import evidence, keys, seed
+from harness import seed
+from harness.plugin import evidence
+from harness.seed import keys
 
 
 @pytest.mark.parametrize("seed_format", ["nocloud", "config-2", "ignition"])

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import catalog, cli, convert, fetch, imagebuild, images
-from harness.localserver import LocalServer
+from harness import catalog, cli, images
+from harness.images import build, convert, fetch
+from tools.localserver import LocalServer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,7 +186,7 @@ def test_checksum_file_without_the_name_is_an_error():
 FETCH_IN_CHILD = textwrap.dedent("""
     import json, sys
     from pathlib import Path
-    from harness import fetch
+    from harness.images import fetch
     url, digest, cache = sys.argv[1:]
     got = fetch.fetch(fetch.Source((url,), digest), cache=Path(cache), label="child")
     print(json.dumps({"path": str(got.path), "downloaded": got.downloaded}))
@@ -400,7 +401,7 @@ def test_cli_fetch_flatcar_offline_fails_at_once_saying_how_to_provide_it(cache,
 
 
 def test_cli_fetch_refos_is_served_from_the_build_cache(capsys):
-    if not (imagebuild.artifacts().root / "build.json").exists():
+    if not (build.artifacts().root / "build.json").exists():
         pytest.skip("refos is not built in the cache for this recipe; `harness build` makes it")
     assert cli.main(["fetch", "refos"]) == 0
-    assert str(imagebuild.artifacts().disk) in capsys.readouterr().out
+    assert str(build.artifacts().disk) in capsys.readouterr().out

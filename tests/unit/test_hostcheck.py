@@ -2,8 +2,8 @@
 results come back as testinfra's CommandResult. `Recorder` stands in for the
 Machine only to test this adapter plumbing; suites use it on a booted machine."""
 
-from harness import ssh
-from harness.hostcheck import host_for
+from harness.plugin.testinfra import host_for
+from harness.vm import ssh
 
 
 class Recorder:

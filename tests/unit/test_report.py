@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import cli, facts, report
+from harness import cli, report
 from harness.paths import REPO
+from harness.report import facts
 
 CHROMIUM = Path("/usr/bin/chromium")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pycdlib
 import pytest
 
-from harness import catalog, keys, seed
+from harness import catalog, seed
+from harness.seed import keys
 
 READER = Path(__file__).with_name("cloudinit_reader.py")
 SYSTEM_PYTHON = "/usr/bin/python3"

@@ -24,8 +24,9 @@ from xml.etree import ElementTree as ET
 
 import libvirt
 
-from harness import __version__, domain, storage
+from harness import __version__
 from harness.log import step
+from harness.vm import domain, storage
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """refos: A/B slots with systemd-boot boot counting (see images/refos)."""
 
-from harness import imagebuild, timeouts
-from harness.distros import SlotStatus
+from harness.images import build
+from harness.updates import SlotStatus
+from harness.vm import timeouts
 
 
 def parse_status(text: str) -> SlotStatus:
@@ -21,7 +22,7 @@ class Refos:
         """Hand the recipe's payload to refos-update through a hot-plugged disk;
         returns what should boot next."""
         before = self.status(machine)
-        built = imagebuild.artifacts()
+        built = build.artifacts()
         device = machine.attach_disk(built.payload(kind), f"payload-{kind}")
         machine.succeed(f"refos-update {device}", timeout=timeouts.get("ready"))
         other = {"a": "b", "b": "a"}[before.slot]

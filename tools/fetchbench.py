@@ -1,7 +1,7 @@
 """Fetch throughput against curl, both reading the same file from a local server.
 
 For `make bench`: `compare_with_curl()` serves a file of random bytes on
-127.0.0.1 and times `harness.fetch` (hashing as it streams, writing into a
+127.0.0.1 and times `harness.images.fetch` (hashing as it streams, writing into a
 fresh cache) and `curl -o` on it, best of `runs`.
 """
 
@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import fetch
-from harness.localserver import LocalServer
+from harness.images import fetch
+from tools.localserver import LocalServer
 
 
 def compare_with_curl(size_mib: int = 256, runs: int = 3) -> dict:

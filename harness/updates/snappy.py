@@ -4,8 +4,8 @@ boots the previous one again."""
 
 from dataclasses import dataclass
 
-from harness import timeouts
-from harness.distros import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus
+from harness.vm import timeouts
 
 OS_PART = "ubuntu-core"
 

@@ -57,7 +57,7 @@ class NetworkUpdater:
 
 
 def updater(distro: Distro) -> Updater:
-    from harness.distros import refos, ros, rpm_ostree, snap, snappy, update_engine
+    from harness.updates import refos, ros, rpm_ostree, snap, snappy, update_engine
 
     offline = {"refos": refos.Refos}
     networked = {"update-engine": update_engine.UpdateEngine,

@@ -14,16 +14,18 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from harness import accel, catalog, evidence, images, matrix, runs, snapshot
+from harness import catalog, images, matrix
 from harness.log import log
-from harness.machine import Machine, MachineError
 from harness.paths import REPO
+from harness.plugin import evidence
+from harness.vm import accel, runs, snapshot
+from harness.vm.machine import Machine, MachineError
 
 MARKERS = {
     "vm": "boots at least one virtual machine",
     "destructive": "changes the machine (reboots, updates): gets its own machine",
     "cold_boot: this test's machines boot from scratch instead of being restored": "",
-    "allow(*checks): let this test's machines show these badness checks (harness.evidence."
+    "allow(*checks): let this test's machines show these badness checks (harness.plugin.evidence."
     "CHECKS), e.g. allow('segfault')": "",
     "bug(url, affected, fixed): reproduces a reported bug; parametrize the test over "
     "`bug_distro`, and it is a strict expected failure on the affected distros": "",
@@ -215,7 +217,7 @@ class MachineFactory:
     """Boots machines for one scope and removes them when the scope ends.
 
     By default a machine is restored from a saved copy of a booted one
-    (harness.snapshot): the first machine of each recipe (distro, seed, extra
+    (harness.vm.snapshot): the first machine of each recipe (distro, seed, extra
     configuration) is booted cold through the session's factory and saved.
     `cold=True`, the `cold_boot` marker or --cold-boots boot every machine."""
 
@@ -324,6 +326,6 @@ def machine(session_machines: MachineFactory) -> Machine:
 def host(machine: Machine):
     """The shared machine as a pytest-testinfra Host, over the harness's SSH:
     `host.service("docker").is_running`, `host.mount_point("/").options`."""
-    from harness.hostcheck import host_for
+    from harness.plugin.testinfra import host_for
 
     return host_for(machine)

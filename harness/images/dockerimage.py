@@ -44,7 +44,7 @@ def build(busybox: Path = BUSYBOX, tag: str = TAG) -> bytes:
         "architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created_by": "harness.dockerimage from busybox-static"}],
+        "history": [{"created_by": "harness.images.dockerimage from busybox-static"}],
     }).encode()
     config_name = hashlib.sha256(config).hexdigest() + ".json"
     manifest = json.dumps([{"Config": config_name, "RepoTags": [tag],

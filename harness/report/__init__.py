@@ -15,7 +15,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from harness import catalog
-from harness.facts import Value, from_json
+from harness.report.facts import Value, from_json
 
 # (key in facts.json, column heading)
 COLUMNS = (

@@ -2,7 +2,7 @@
 
 An `Intent` (hostname, user, the run's public keys, the guest's host key and a
 test's extra configuration) becomes the distro's format as data: a template
-from seeds/ deep-merged with the intent, then serialised. Nothing is ever
+from harness/seed/templates/ deep-merged with the intent, then serialised. Nothing is ever
 concatenated as text, and bad input is refused with a SeedError naming the
 field before anything is written or booted.
 
@@ -63,8 +63,8 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from harness.seeds import cloudconfig, ignition
-from harness.seeds.base import (
+from harness.seed import cloudconfig, ignition
+from harness.seed.base import (
     LIMITS,
     Intent,
     Media,

@@ -18,9 +18,12 @@ import libvirt
 import paramiko
 import tenacity
 
-from harness import domain, evidence, keys, runs, seed, snapshot, ssh, storage, timeouts
+from harness import seed
 from harness.catalog import Distro
 from harness.log import log, step
+from harness.plugin import evidence
+from harness.seed import keys
+from harness.vm import domain, runs, snapshot, ssh, storage, timeouts
 
 # Console lines that end a boot: waiting longer cannot help.
 FATAL = [
@@ -162,7 +165,7 @@ class Machine:
                                    self.host_key)
 
     def restore(self, saved) -> "Machine":
-        """Become a copy of a saved machine (harness.snapshot), on a new overlay."""
+        """Become a copy of a saved machine (harness.vm.snapshot), on a new overlay."""
         template = saved.template
         self.client_key, self.host_key, self.seed = (template.client_key, template.host_key,
                                                      template.seed)

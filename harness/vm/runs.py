@@ -19,9 +19,9 @@ from pathlib import Path
 
 import libvirt
 
-from harness import domain, storage
 from harness.log import log
 from harness.paths import runtime_dir
+from harness.vm import domain, storage
 
 DOMAIN_PREFIX = "harness-"
 

@@ -7,8 +7,8 @@ CoreOS reads up to 3.5.0), and it is the newest that Debian's ignition-validate
 (2.14) checks. Spec 2.x (older Flatcar and Container Linux) is not written: those
 releases are given coreos-cloudinit's config-2 seed instead."""
 
-from harness.seeds.base import Intent, SeedError, check_native, data_url, merge, refuse, template
-from harness.seeds.cloudconfig import RUNCMD_UNIT, runcmd_script, runcmd_unit
+from harness.seed.base import Intent, SeedError, check_native, data_url, merge, refuse, template
+from harness.seed.cloudconfig import RUNCMD_UNIT, runcmd_script, runcmd_unit
 
 SPECS = ("3.0.0", "3.1.0", "3.2.0", "3.3.0")
 FW_CFG = ("opt/com.coreos/config", "opt/org.flatcar-linux/config")

@@ -12,9 +12,9 @@ import os
 import subprocess
 from pathlib import Path
 
-from harness import timeouts
 from harness.log import log
 from harness.paths import runtime_dir
+from harness.vm import timeouts
 
 QEMU = "qemu-system-x86_64"
 REACHED = ("Kernel panic", "VFS: Unable to mount root")

@@ -4,8 +4,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import convert, fetch, imagebuild, streams
 from harness.catalog import Distro
+from harness.images import build, convert, fetch, streams
 from harness.log import log
 
 
@@ -34,7 +34,7 @@ def resolve(distro: Distro, offline: bool = False, image_path: Path | str | None
     """The qcow2 to boot: built (refos), a local file (--image or the entry's variable),
     or fetched into the cache (only from the cache when offline)."""
     if distro.builtin:
-        built = imagebuild.build()
+        built = build.build()
         path = getattr(built, distro.image.build)
         return LocalImage(path, f"{built.root.name}-{path.stem}", built.kernel)
     env = env_var(distro)

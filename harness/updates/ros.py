@@ -4,8 +4,8 @@ an upgrade to the older image)."""
 
 from dataclasses import dataclass
 
-from harness import timeouts
-from harness.distros import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus
+from harness.vm import timeouts
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ revision beside the old one, and `snap revert` makes the previous revision activ
 import re
 from dataclasses import dataclass
 
-from harness import timeouts
-from harness.distros import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus
+from harness.vm import timeouts
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ rollback pages describe both)."""
 
 import re
 
-from harness import timeouts
-from harness.distros import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus
+from harness.vm import timeouts
 
 # Flatcar's disk layout: partition 3 is USR-A, partition 4 is USR-B.
 SLOTS = {"3": "USR-A", "4": "USR-B"}

@@ -5,7 +5,7 @@ refuses what its reader has no key for."""
 
 import json
 
-from harness.seeds.base import (
+from harness.seed.base import (
     Intent,
     SeedError,
     check_native,
@@ -157,7 +157,7 @@ def runcmd_script(commands: list[str]) -> dict:
 
 
 def runcmd_unit() -> str:
-    """The oneshot unit that runs runcmd's script once (the template in seeds/)."""
+    """The oneshot unit that runs runcmd's script once (the template in templates/)."""
     return template("runcmd.json")["unit"]
 
 

@@ -3,8 +3,8 @@ booted one; `rollback` makes the other deployment the default for the next boot.
 
 import json
 
-from harness import timeouts
-from harness.distros import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus
+from harness.vm import timeouts
 
 
 def parse_status_json(text: str) -> SlotStatus:

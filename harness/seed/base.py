@@ -12,10 +12,9 @@ from typing import Any
 import pycdlib
 import yaml
 
-from harness.keys import KeyPair
-from harness.paths import REPO
+from harness.seed.keys import KeyPair
 
-TEMPLATES = REPO / "seeds"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 UNIT_NAME = re.compile(r"^[A-Za-z0-9@_.:\\-]+\.(service|socket|timer|path|mount|target)$")
@@ -185,7 +184,7 @@ def merge(base: dict, extra: dict) -> dict:
 
 
 def template(name: str) -> Any:
-    """A template from seeds/, parsed (JSON or YAML); templates are data, never text."""
+    """A template from templates/, parsed (JSON or YAML); templates are data, never text."""
     path = TEMPLATES / name
     text = path.read_text()
     return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import paramiko
 
-from harness.keys import KeyPair
+from harness.seed.keys import KeyPair
 
 
 class HostKeyMismatch(paramiko.SSHException):

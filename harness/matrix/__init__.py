@@ -180,7 +180,8 @@ def run(names: list[str], opts: Options, free_mib: dict[str, int],
 
 def _resolve(name: str, offline: bool) -> None:
     """Build or fetch the image now, so a missing one is known before any VM starts."""
-    from harness import fetch, images
+    from harness import images
+    from harness.images import fetch
 
     try:
         images.resolve(catalog.get(name), offline=offline)
@@ -189,7 +190,8 @@ def _resolve(name: str, offline: bool) -> None:
 
 
 def _one(job: Job, opts: Options, hosts: Hosts, resolve: Callable[[str], None]) -> dict:
-    from harness import imagebuild, images
+    from harness import images
+    from harness.images import build
 
     folder = opts.artifacts / job.distro
     folder.mkdir(parents=True, exist_ok=True)
@@ -202,7 +204,7 @@ def _one(job: Job, opts: Options, hosts: Hosts, resolve: Callable[[str], None]) 
             resolve(job.distro)
         except (images.ImageUnavailable, OSError) as e:
             status = _not_run(f"image unavailable: {e}")
-        except imagebuild.BuildError as e:  # ours to fix: not run, and the matrix fails
+        except build.BuildError as e:  # ours to fix: not run, and the matrix fails
             status = {**_not_run(f"image build failed: {e}"), "error": True}
         else:
             uri = hosts.acquire(need)
@@ -266,7 +268,7 @@ def free_by_host(uris: list[str]) -> dict[str, int]:
     runs would race to define it."""
     import libvirt
 
-    from harness import storage
+    from harness.vm import storage
 
     free = {}
     for uri in uris:

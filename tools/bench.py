@@ -20,11 +20,13 @@ from pathlib import Path
 
 import libvirt
 
-from harness import accel, catalog, images, keys, runs, seed, snapshot, storage
-from harness.domain import NIC_SLOT, OVMF_CODE, OVMF_VARS, netdev_arg
+from harness import catalog, images, seed
 from harness.log import setup_cli_logging
-from harness.machine import Machine
 from harness.paths import REPO
+from harness.seed import keys
+from harness.vm import accel, runs, snapshot, storage
+from harness.vm.domain import NIC_SLOT, OVMF_CODE, OVMF_VARS, netdev_arg
+from harness.vm.machine import Machine
 
 URI = "qemu:///system"
 OUT = REPO / "artifacts" / "bench"
@@ -194,8 +196,9 @@ def disk_provisioning(conn: libvirt.virConnect, work: Path, run: runs.Run) -> di
 
 
 def fetch_figures() -> dict:
-    from harness import fetch, fetchbench
-    from harness.localserver import LocalServer
+    from harness.images import fetch
+    from tools import fetchbench
+    from tools.localserver import LocalServer
 
     out = fetchbench.compare_with_curl(256, 2)
     out["ratio_to_curl"] = round(out["curl_seconds"] / out["harness_seconds"], 2)

@@ -9,8 +9,8 @@ way the run gets one concrete version, recorded in the cache so an offline run
 import json
 import re
 
-from harness import fetch
 from harness.catalog import Distro
+from harness.images import fetch
 
 FCOS_FORMAT = "qcow2.xz"
 FCOS_ARCH = "x86_64"

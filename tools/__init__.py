@@ -1,0 +1,1 @@
+"""Development tools: benchmarks and the local HTTP server the tests use."""
