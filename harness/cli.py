@@ -3,18 +3,25 @@ matrix, report."""
 
 import argparse
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
 import libvirt
 
-from harness import catalog, images
+from harness import catalog, images, settings
 from harness.images import build
 from harness.log import log, setup_cli_logging
 from harness.paths import REPO
 from harness.vm import accel, runs
+from harness.vm.session import (
+    Images,
+    Options,
+    Session,
+    SessionError,
+    options_for_images,
+    unwind_on_sigterm,
+)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -50,26 +57,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_boot(args: argparse.Namespace) -> int:
     """Boot a machine and keep it until Ctrl-C."""
     distro = catalog.get(args.distro)
-    image = images.resolve(distro)
-    conn = libvirt.open(args.libvirt_uri)
-    runs.sweep(conn)
-    run = runs.Run.start()
-    from harness.vm.machine import Machine
-
-    m = Machine(args.name or distro.name, distro, run, conn, image.path, image.key,
-                accel.choose(args.accel, image.kernel))
-    try:
-        m.start()
+    options = Options(libvirt_uri=args.libvirt_uri, accel=args.accel, offline=args.offline,
+                      images=options_for_images(distro.name, args.image), saves=False)
+    with Session(options) as session:
+        m = session.machine(args.name or distro.name, session.recipe(distro), cold=True)
         print(f"\n{m.name} is up. Get in with:\n  {m.ssh_command()}\n"
               f"console log: {m.console_log}\nCtrl-C removes it.", flush=True)
-        while True:
-            m.check_alive()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        print("\nremoving the machine")
-    finally:
-        m.destroy()
-        runs.sweep(conn, finished=frozenset({run.id}))
+        try:
+            while True:
+                m.check_alive()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("\nremoving the machine")
     return 0
 
 
@@ -85,8 +84,9 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     from harness.images import fetch
 
     distro = catalog.get(args.distro)
+    options = Options(offline=args.offline, images=options_for_images(distro.name, args.image))
     try:
-        image = images.resolve(distro, offline=args.offline, image_path=args.image)
+        image = Images(options).get(distro)
     except fetch.FetchError as e:
         log.error("%s", e)
         return 2
@@ -211,6 +211,8 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("distro")
     bt.add_argument("--name", default="")
     bt.add_argument("--accel", default="auto")
+    bt.add_argument("--offline", action="store_true", help="use the cache only")
+    bt.add_argument("--image", default=None, help="boot this local file instead")
     bt.set_defaults(func=cmd_boot)
     f = sub.add_parser("fetch", help="download and verify a distro's image into the cache")
     f.add_argument("distro")
@@ -257,14 +259,13 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_cli_logging(args.verbose)
-    # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove machines; SIGINT too
-    # when a shell started us in the background with SIGINT ignored.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return args.func(args)
+        settings.check()
+        # SIGTERM unwinds like Ctrl-C, so sessions and `finally` blocks remove machines.
+        with unwind_on_sigterm():
+            return args.func(args)
     except (catalog.CatalogError, images.ImageUnavailable, accel.AccelError,
-            build.BuildError) as e:
+            build.BuildError, settings.SettingError, SessionError) as e:
         log.error("%s", e)
         return 2
 

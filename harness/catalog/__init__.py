@@ -3,9 +3,15 @@
 images/catalog.toml holds one table per distro version. Loading checks each
 field's type and allowed values, and a bad entry is an error naming the file,
 the entry and the field, so a typo never surfaces as a strange boot failure.
+An entry may `extends = "other"`: it is the other entry with its own tables
+merged over it, so a variant says only what differs. `boot.seed`,
+`boot.seed_options`, `promises.update` and `image.build` are checked against
+the registries of what the harness can do (seed writers, update adapters,
+build artifacts) when the catalog loads, not when a machine boots.
 """
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -17,9 +23,7 @@ from harness.paths import REPO
 CATALOG = REPO / "images" / "catalog.toml"
 
 FIRMWARE = ("uefi", "bios")
-SEEDS = ("nocloud", "config-2", "ignition", "rancher", "ubuntu-core", "none")
 DOCKER_START = ("enabled", "socket", "system-docker", "framework", "snap", "manual")
-UPDATES = ("refos", "update-engine", "rpm-ostree", "snappy", "snap", "ros", "tdnf", "none")
 COMPRESSION = ("none", "xz", "bz2", "gz", "zstd")
 FORMATS = ("qcow2", "raw", "iso", "ova", "vmdk")
 STREAMS = ("", "fedora-coreos", "flatcar")  # how a moving target becomes a version
@@ -59,7 +63,7 @@ class Boot:
     seed: str
     # Commands that return once the guest says its boot is finished.
     ready: tuple[str, ...] = ()
-    # How the seed format is written for this release (harness.seed.OPTIONS):
+    # How the seed format is written for this release (harness.seed.WRITERS):
     # ignition_spec, fw_cfg, dialect (config-2), route (rancher).
     seed_options: dict[str, str] = field(default_factory=dict)
 
@@ -94,13 +98,71 @@ class Distro:
         return bool(self.image.build)
 
 
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # also a folder and a volume name
+ENV = re.compile(r"HARNESS_IMAGE_[A-Z0-9_]+")
+
+
 def load(path: Path = CATALOG) -> dict[str, Distro]:
+    """Every entry of the catalog file, validated; CatalogError naming the problem."""
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise CatalogError(f"{path}: not valid TOML: {e}") from e
-    return {name: _build(Distro, entry, f"{path}: entry '{name}'", {"name": name})
-            for name, entry in data.items()}
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise CatalogError(f"{path}: not valid UTF-8 TOML: {e}") from None
+    except OSError as e:
+        raise CatalogError(f"{path}: cannot be read: {e.strerror}") from None
+    if not data:
+        raise CatalogError(f"{path}: the catalog has no entries")
+    found = {}
+    for name in data:
+        where = f"{path}: entry '{name}'"
+        if not NAME.fullmatch(name):
+            raise CatalogError(f"{where}: a distro name is lowercase letters, digits and '-'")
+        found[name] = _build(Distro, _extended(data, name, where), where, {"name": name})
+        _check_registries(found[name], where)
+    return found
+
+
+def _extended(data: dict, name: str, where: str, seen: tuple[str, ...] = ()) -> dict:
+    """The entry's table with the tables of the entry it `extends` merged under it."""
+    entry = data[name]
+    if not isinstance(entry, dict) or "extends" not in entry:
+        return entry
+    base = entry["extends"]
+    if base not in data or base in (*seen, name):
+        raise CatalogError(f"{where}: field 'extends' names {base!r}, which is "
+                           + ("part of a loop" if base in data else "not an entry"))
+    merged = _merge(_extended(data, base, where, (*seen, name)), entry)
+    merged.pop("extends")
+    return merged
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and \
+            isinstance(out.get(key), dict) else value
+    return out
+
+
+def _check_registries(d: Distro, where: str) -> None:
+    """What the entry asks for must exist in the harness: a seed writer (and its
+    options), an update adapter, a build artifact."""
+    from harness import seed, updates
+    from harness.images.build import Artifacts
+
+    try:
+        seed.check_options(d.boot.seed, d.boot.seed_options)
+    except seed.SeedError as e:
+        raise CatalogError(f"{where}: field 'boot.seed': {e}") from None
+    if d.promises.update not in updates.mechanisms():
+        raise CatalogError(f"{where}: field 'promises.update' is {d.promises.update!r}, "
+                           f"expected one of {', '.join(updates.mechanisms())}")
+    if d.image.build and d.image.build not in Artifacts.DISKS:
+        raise CatalogError(f"{where}: field 'image.build' is {d.image.build!r}, expected "
+                           f"one of {', '.join(Artifacts.DISKS)}")
+    if d.image.env and not ENV.fullmatch(d.image.env):
+        raise CatalogError(f"{where}: field 'image.env' is {d.image.env!r}: it must be "
+                           "HARNESS_IMAGE_ and capitals, digits or '_'")
 
 
 def _build(cls: type, data: object, where: str, extra: dict | None = None, prefix: str = ""):
@@ -151,9 +213,7 @@ _CHOICES = {
     (Image, "stream"): STREAMS,
     (Image, "checksum_algorithm"): CHECKSUM_ALGORITHMS,
     (Boot, "firmware"): FIRMWARE,
-    (Boot, "seed"): SEEDS,
     (Promises, "docker"): DOCKER_START,
-    (Promises, "update"): UPDATES,
 }
 
 

@@ -15,7 +15,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import re
 import shutil
 import sys
@@ -30,6 +29,7 @@ import requests
 import tenacity
 import urllib3
 
+from harness import settings
 from harness.log import log
 from harness.paths import cache_dir
 
@@ -74,13 +74,12 @@ class Policy:
 
     @classmethod
     def from_env(cls) -> "Policy":
-        env = os.environ.get
-        return cls(attempts=int(env("HARNESS_FETCH_ATTEMPTS", cls.attempts)),
-                   backoff=float(env("HARNESS_FETCH_BACKOFF", cls.backoff)),
-                   max_backoff=float(env("HARNESS_FETCH_MAX_BACKOFF", cls.max_backoff)),
-                   connect_timeout=float(env("HARNESS_FETCH_CONNECT_TIMEOUT",
-                                             cls.connect_timeout)),
-                   read_timeout=float(env("HARNESS_FETCH_READ_TIMEOUT", cls.read_timeout)))
+        """The defaults above, overridden by the HARNESS_FETCH_* settings."""
+        return cls(attempts=settings.get("HARNESS_FETCH_ATTEMPTS"),
+                   backoff=settings.get("HARNESS_FETCH_BACKOFF"),
+                   max_backoff=settings.get("HARNESS_FETCH_MAX_BACKOFF"),
+                   connect_timeout=settings.get("HARNESS_FETCH_CONNECT_TIMEOUT"),
+                   read_timeout=settings.get("HARNESS_FETCH_READ_TIMEOUT"))
 
 
 @dataclass(frozen=True)

@@ -182,9 +182,10 @@ def _resolve(name: str, offline: bool) -> None:
     """Build or fetch the image now, so a missing one is known before any VM starts."""
     from harness import images
     from harness.images import fetch
+    from harness.vm.session import Images, Options
 
     try:
-        images.resolve(catalog.get(name), offline=offline)
+        Images(Options(offline=offline)).get(catalog.get(name))
     except fetch.FetchError as e:
         raise images.ImageUnavailable(f"{name}: {e}") from None
 

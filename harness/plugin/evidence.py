@@ -2,8 +2,8 @@
 
 Kola's lesson: a test can pass while the machine under it panicked, oopsed or
 lost a unit. After every test the console and the guest's journal are checked
-for such "badness"; a test that expects one opts out of that named check with
-`@pytest.mark.allow("segfault")`.
+against harness.vm.console's table, and the guest for failed units; a test that
+expects one opts out of that named check with `@pytest.mark.allow("segfault")`.
 """
 
 import base64
@@ -14,19 +14,13 @@ import shutil
 import urllib.parse
 from pathlib import Path
 
-BADNESS = {
-    "kernel-panic": re.compile(r"Kernel panic - not syncing.*"),
-    "oops": re.compile(r"(?:BUG: |Oops: |general protection fault).*"),
-    "segfault": re.compile(r"\S+\[\d+\]: segfault at .*"),
-    "emergency-shell": re.compile(r"You are in emergency mode.*|Dropping to a shell!.*"),
-    "oom-kill": re.compile(r"Out of memory: Killed process.*"),
-}
-CHECKS = (*BADNESS, "failed-units")
+from harness.vm import console
+
+CHECKS = (*console.BY_NAME, "failed-units")
 
 
 def console_problems(text: str, allowed: set[str]) -> list[str]:
-    return [f"{name}: {m.group(0).strip()}" for name, rx in BADNESS.items()
-            if name not in allowed and (m := rx.search(text))]
+    return [str(f) for f in console.scan(text, allowed)]
 
 
 def guest_problems(machine, since_us: int, allowed: set[str]) -> list[str]:

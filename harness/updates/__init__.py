@@ -56,17 +56,50 @@ class NetworkUpdater:
             raise NeedsNetwork(f"{self.offline_reason()}: {result.describe(cmd)}")
 
 
-def updater(distro: Distro) -> Updater:
-    from harness.updates import refos, ros, rpm_ostree, snap, snappy, update_engine
+# promises.update -> adapter class; adapters register themselves with @adapter(name).
+ADAPTERS: dict[str, type] = {}
+# Mechanisms the catalog may name that have no adapter (yet): their rollback skips
+# with the distro's own note.
+WITHOUT_ADAPTER = ("tdnf", "none")
 
-    offline = {"refos": refos.Refos}
-    networked = {"update-engine": update_engine.UpdateEngine,
-                 "rpm-ostree": rpm_ostree.RpmOstree, "snappy": snappy.Snappy,
-                 "snap": snap.Snap, "ros": ros.Ros}
-    kind = distro.promises.update
-    if kind in offline:
-        return offline[kind]()
-    if kind in networked:
-        return networked[kind](distro)
-    why = distro.promises.notes.get("rollback") or f"no update adapter for {kind}"
-    raise NoUpdater(f"{distro.name}: {why}")
+
+def adapter(name: str):
+    """Class decorator: the adapter for catalog `promises.update = name`."""
+    def register(cls: type) -> type:
+        ADAPTERS[name] = cls
+        return cls
+    return register
+
+
+def mechanisms() -> tuple[str, ...]:
+    """Every value the catalog's `promises.update` may take."""
+    _load_adapters()
+    return (*ADAPTERS, *WITHOUT_ADAPTER)
+
+
+def _load_adapters() -> None:
+    from harness.updates import refos, ros, rpm_ostree, snap, snappy, update_engine  # noqa: F401
+
+
+def updater(distro: Distro) -> Updater:
+    """The adapter for the distro's update mechanism; NoUpdater (with the distro's
+    own words) where there is none."""
+    _load_adapters()
+    cls = ADAPTERS.get(distro.promises.update)
+    if cls is None:
+        why = distro.promises.notes.get("rollback") or \
+            f"no update adapter for {distro.promises.update}"
+        raise NoUpdater(f"{distro.name}: {why}")
+    return cls(distro)
+
+
+def applicability(distro: Distro) -> str | None:
+    """Why the update suites cannot run on `distro` here (no adapter, or staging
+    needs a server the restricted guest cannot reach), in its own terms; None if they can."""
+    try:
+        found = updater(distro)
+    except NoUpdater as e:
+        return str(e).removeprefix(f"{distro.name}: ")
+    if isinstance(found, NetworkUpdater):
+        return found.offline_reason().removeprefix(f"{distro.name}: ")
+    return None

@@ -4,7 +4,7 @@ an upgrade to the older image)."""
 
 from dataclasses import dataclass
 
-from harness.updates import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus, adapter
 from harness.vm import timeouts
 
 
@@ -44,6 +44,7 @@ def upgrade_command(image: str) -> str:
     return f"ros os upgrade -f --no-reboot -i {image}"
 
 
+@adapter("ros")
 class Ros(NetworkUpdater):
     mechanism = "ros os upgrade"
     server = "Docker Hub (the OS images)"

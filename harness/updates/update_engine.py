@@ -4,7 +4,7 @@ rollback pages describe both)."""
 
 import re
 
-from harness.updates import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus, adapter
 from harness.vm import timeouts
 
 # Flatcar's disk layout: partition 3 is USR-A, partition 4 is USR-B.
@@ -52,6 +52,7 @@ def rollback_command(partition_type: str) -> str:
             'grep --invert-match "$(rootdev -s /usr)")"')
 
 
+@adapter("update-engine")
 class UpdateEngine(NetworkUpdater):
     mechanism = "update_engine"
     server = "an Omaha update server"

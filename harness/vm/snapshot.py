@@ -14,8 +14,6 @@ template's, so tests that need a real boot still call `reboot()`.
 """
 
 import contextlib
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +22,6 @@ from xml.etree import ElementTree as ET
 
 import libvirt
 
-from harness import __version__
 from harness.log import step
 from harness.vm import domain, storage
 
@@ -47,13 +44,6 @@ class Saved:
     def close(self, conn: libvirt.virConnect) -> None:
         storage.delete_volumes(conn, self.volume_prefix)
         self.file.unlink(missing_ok=True)
-
-
-def save_key(image_key: str, distro: str, seed_format: str, extra: object) -> str:
-    """Names what a save depends on: image, distro entry, seed and harness version."""
-    data = json.dumps([image_key, distro, seed_format, extra, __version__], sort_keys=True,
-                      default=str)
-    return hashlib.sha256(data.encode()).hexdigest()[:12]
 
 
 def save(machine, key: str) -> Saved:
@@ -103,7 +93,7 @@ def retarget(xml: str, disk_volume: str, nvram: str, console: Path, port: int,
 
 
 class Templates:
-    """Per session: one cold boot per distinct machine recipe (`save_key`), saved;
+    """Per session: one cold boot per distinct machine recipe (`Recipe.key()`), saved;
     then every machine of that recipe is restored from the save. Only one copy of
     a save runs at a time: restoring evicts (destroys) the previous holder."""
 
