@@ -82,6 +82,17 @@ class Promises:
 
 
 @dataclass(frozen=True)
+class KnownBug:
+    """A reported bug this distro exists to reproduce. The tests it makes fail are
+    expected to fail with its symptom: that is "reproduces <url>", not red; another
+    failure, or a pass (fixed, or changed), is red."""
+
+    url: str
+    symptom: str  # text the failure must contain
+    tests: tuple[str, ...]  # node ids without parameters, e.g. tests/suites/test_x.py::test_y
+
+
+@dataclass(frozen=True)
 class Distro:
     name: str
     title: str
@@ -92,6 +103,7 @@ class Distro:
     sources: tuple[str, ...] = ()
     # Facts not confirmed, one per item as "field: why" (e.g. "image.digest: host gone").
     unverified: tuple[str, ...] = ()
+    reproduces: tuple[KnownBug, ...] = ()
 
     @property
     def builtin(self) -> bool:
@@ -192,6 +204,11 @@ def _value(hint, value, where: str, name: str):
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where, prefix=name + ".")
     origin = typing.get_origin(hint)
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        if not isinstance(value, list):
+            raise CatalogError(f"{where}: field '{name}' must be a list of tables")
+        return tuple(_value(typing.get_args(hint)[0], v, where, f"{name}[{i}]")
+                     for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise CatalogError(f"{where}: field '{name}' must be a list of strings")

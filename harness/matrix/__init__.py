@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 from harness import catalog
 from harness.log import log
@@ -182,10 +183,10 @@ def _resolve(name: str, offline: bool) -> None:
     """Build or fetch the image now, so a missing one is known before any VM starts."""
     from harness import images
     from harness.images import fetch
-    from harness.vm.session import Images, Options
+    from harness.vm import session
 
     try:
-        Images(Options(offline=offline)).get(catalog.get(name))
+        session.Images(session.Options(offline=offline)).get(catalog.get(name))
     except fetch.FetchError as e:
         raise images.ImageUnavailable(f"{name}: {e}") from None
 
@@ -234,7 +235,31 @@ def _pytest(job: Job, opts: Options, uri: str, folder: Path) -> dict:
         code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
                               check=False).returncode
     return {"ran": True, "exit_code": code, "libvirt_uri": uri,
-            "seconds": round(time.monotonic() - started, 1)}
+            "seconds": round(time.monotonic() - started, 1),
+            **_outcomes(folder / "junit.xml")}
+
+
+def _outcomes(junit: Path) -> dict:
+    """The failed tests (with their first line) and the known bugs reproduced, from
+    the distro's JUnit file, so a red matrix says why on its first screen."""
+    from harness.report import REPRODUCES
+
+    failed, reproduced = [], []
+    try:
+        cases = list(ET.parse(junit).getroot().iter("testcase"))
+    except (OSError, ET.ParseError):
+        return {}
+    for case in cases:
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        problem = next((p for p in (case.find("failure"), case.find("error")) if p is not None),
+                       None)
+        skipped = case.find("skipped")
+        if problem is not None:
+            first = (problem.get("message") or "").strip().splitlines()[:1]
+            failed.append(f"{name}: {first[0][:200] if first else 'no message'}")
+        elif skipped is not None and skipped.get("message", "").startswith(REPRODUCES):
+            reproduced.append(f"{name}: {skipped.get('message')}")
+    return {"failed_tests": failed, "reproduced": reproduced}
 
 
 def _describe(status: dict) -> str:
@@ -245,7 +270,13 @@ def _describe(status: dict) -> str:
 
 
 def summary(statuses: dict[str, dict]) -> list[str]:
-    return [f"  {name:20} {_describe(s)}" for name, s in statuses.items()]
+    """One line per distro, then each failed test and each known bug reproduced."""
+    lines = []
+    for name, s in statuses.items():
+        lines.append(f"  {name:20} {_describe(s)}")
+        lines += [f"      FAILED {t}" for t in s.get("failed_tests", [])]
+        lines += [f"      expected {t}" for t in s.get("reproduced", [])]
+    return lines
 
 
 def exit_code(statuses: dict[str, dict]) -> int:

@@ -18,7 +18,7 @@ import pytest
 from harness import catalog, images, matrix, settings
 from harness.log import log
 from harness.paths import REPO
-from harness.plugin import evidence, promises
+from harness.plugin import bugs, evidence, promises
 from harness.vm import accel
 from harness.vm.machine import KernelBoot, Machine, MachineError
 from harness.vm.session import Options, Session, SessionError, unwind_on_sigterm
@@ -128,10 +128,25 @@ def _mark_bug(item: pytest.Item) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Keep each phase's report on the item: teardown code needs the outcome."""
+    """Keep each phase's report on the item (teardown code needs the outcome), and
+    judge a test that a bug the distro exists to reproduce makes fail."""
     report = yield
+    if report.when == "call" or (report.when == "setup" and report.failed):
+        _judge_known_bug(item, report)
     setattr(item, f"harness_report_{report.when}", report)
     return report
+
+
+def _judge_known_bug(item: pytest.Item, report: pytest.TestReport) -> None:
+    known = catalog.get(_item_distro(item)).reproduces
+    if not known or hasattr(report, "wasxfail"):
+        return
+    verdict = bugs.judge(known, item.nodeid, report.outcome, report.longreprtext)
+    if verdict.reproduces:
+        report.outcome, report.wasxfail = "skipped", f"reproduces {verdict.reproduces}"
+    elif verdict.message:
+        report.outcome = "failed"
+        report.longrepr = f"{verdict.message}\n{report.longreprtext}".rstrip()
 
 
 def _failed(item: pytest.Item) -> bool:

@@ -24,10 +24,11 @@ ET.register_namespace("harness", HARNESS_NS)
 class Disk:
     pool: str
     volume: str
-    target: str  # vda, vdb, ...
+    target: str  # vda, vdb, ... (virtio); hdc for a CD-ROM
     fmt: str = "qcow2"
     readonly: bool = False
     serial: str = ""
+    device: str = "disk"  # or "cdrom": an ISO image, on the IDE bus its boot loader expects
 
 
 @dataclass(frozen=True)
@@ -76,14 +77,17 @@ def _os(root: ET.Element, spec: DomainSpec) -> None:
             _sub(os_el, "initrd", spec.direct.initrd)
         _sub(os_el, "cmdline", spec.direct.cmdline)
     else:
-        _sub(os_el, "boot", dev="hd")
+        first = spec.disks[0].device if spec.disks else "disk"
+        _sub(os_el, "boot", dev="cdrom" if first == "cdrom" else "hd")
 
 
 def _disk(devices: ET.Element, disk: Disk) -> None:
-    el = _sub(devices, "disk", type="volume", device="disk")
-    _sub(el, "driver", name="qemu", type=disk.fmt, discard="unmap")
+    el = _sub(devices, "disk", type="volume", device=disk.device)
+    cdrom = disk.device == "cdrom"
+    driver = {"name": "qemu", "type": disk.fmt, **({} if cdrom else {"discard": "unmap"})}
+    _sub(el, "driver", **driver)
     _sub(el, "source", pool=disk.pool, volume=disk.volume)
-    _sub(el, "target", dev=disk.target, bus="virtio")
+    _sub(el, "target", dev=disk.target, bus="ide" if cdrom else "virtio")
     if disk.readonly:
         _sub(el, "readonly")
     if disk.serial:

@@ -18,24 +18,25 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Phase:
-    name: str  # the timings key, and the report's name for the phase that ends here
+    name: str  # the timings key: seconds from domain start until it was reached
     description: str
+    label: str  # the report's name for the stretch of boot that ends here
     probe: Callable[["Machine"], object]  # true once reached; SSH errors mean "not yet"
     timeout: str  # a harness.vm.timeouts name
     hint: str  # for the user, when the phase is not reached in time
 
 
 PHASES = (
-    Phase("kernel", "kernel on the console",
+    Phase("kernel", "kernel on the console", "firmware to kernel",
           lambda m: m.wait_for_console(r"Linux version \S+"), "boot",
           "nothing from the kernel: check the catalog's firmware and the boot loader in "
           "the console log"),
-    Phase("ssh", "SSH banner", lambda m: ssh.banner(m.port), "boot",
+    Phase("ssh", "SSH banner", "to SSH", lambda m: ssh.banner(m.port), "boot",
           "sshd does not listen: did the guest read its seed? look for cloud-init or "
           "Ignition in the console log"),
-    Phase("command", "first command", lambda m: m._answers(), "boot",
+    Phase("command", "first command", "to first command", lambda m: m._answers(), "boot",
           "sshd answers but refuses the harness: the seed's user or key was not applied"),
-    Phase("ready", "boot finished", lambda m: m.boot_finished(), "ready",
+    Phase("ready", "boot finished", "to boot finished", lambda m: m.boot_finished(), "ready",
           "the catalog's boot.ready commands did not succeed: see the failed units"),
 )
 # A machine restored from a save (harness.vm.snapshot) records these instead.
