@@ -37,6 +37,9 @@ MARKERS = {
 }
 
 
+_DISTROS = pytest.StashKey[list[str]]()
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "container OS harness")
     group.addoption("--distro", default=None,
@@ -62,12 +65,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     "(one --distro only)")
 
 
-def _distro_spec(config: pytest.Config) -> str:
-    return config.getoption("--distro") or settings.get("HARNESS_DISTRO")
-
-
 def _selected(config: pytest.Config) -> list[str]:
-    return matrix.select(_distro_spec(config))
+    """The distros of this run, decided once when pytest starts (pytest_configure)."""
+    return config.stash[_DISTROS]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,7 +75,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}" if text else name)
     try:
         settings.check()
-        names = _selected(config)
+        names = matrix.select(config.getoption("--distro") or settings.get("HARNESS_DISTRO"))
+        config.stash[_DISTROS] = names
     except (settings.SettingError, catalog.CatalogError) as e:
         raise pytest.UsageError(str(e)) from None
     if config.getoption("--image") and len(names) != 1:

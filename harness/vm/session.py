@@ -17,7 +17,7 @@ from pathlib import Path
 import libvirt
 
 from harness import catalog, images, settings
-from harness.images import LocalImage
+from harness.images import LocalImage, fetch
 from harness.log import log
 from harness.paths import REPO
 from harness.vm import accel, runs, snapshot
@@ -60,9 +60,11 @@ class Images:
                     image_path=self.options.images.get(distro.name))
                 if self.record:
                     self._record(distro, self._found[distro.name])
-            except images.ImageUnavailable as e:
-                log.error("%s", e)
-                self._found[distro.name] = e
+            except (images.ImageUnavailable, fetch.FetchError) as e:
+                found = e if isinstance(e, images.ImageUnavailable) else \
+                    images.ImageUnavailable(f"{distro.name}: {e}")
+                log.error("%s", found)
+                self._found[distro.name] = found
         found = self._found[distro.name]
         if isinstance(found, images.ImageUnavailable):
             raise found
