@@ -317,15 +317,15 @@ class Machine:
             raise self._error(BootFailure, f"{found[0].pattern.name} on the console: "
                                            f"{found[0].line}")
 
+    def console_match(self, pattern: str) -> str | None:
+        """What the console printed since the last (re)boot that matches `pattern`."""
+        m = re.search(pattern, self.console_text()[self._console_mark:])
+        return m.group(0) if m else None
+
     def wait_for_console(self, pattern: str, timeout: float | None = None) -> str:
         """Wait until the console (since the last boot) matches the regex `pattern`."""
-        regex = re.compile(pattern)
-
-        def seen() -> str | None:
-            m = regex.search(self.console_text()[self._console_mark:])
-            return m.group(0) if m else None
-
-        return self._watch(f"console shows /{pattern}/", seen, timeout or timeouts.get("boot"))
+        return self._watch(f"console shows /{pattern}/", lambda: self.console_match(pattern),
+                           timeout or timeouts.get("boot"))
 
     # -- the watchdog ----------------------------------------------------------
 

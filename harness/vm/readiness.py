@@ -28,7 +28,7 @@ class Phase:
 
 PHASES = (
     Phase("kernel", "kernel on the console", "firmware to kernel",
-          lambda m: m.wait_for_console(r"Linux version \S+"), "boot",
+          lambda m: m.console_match(r"Linux version \S+"), "boot",
           "nothing from the kernel: check the catalog's firmware and the boot loader in "
           "the console log"),
     Phase("ssh", "SSH banner", "to SSH", lambda m: ssh.banner(m.port), "boot",
