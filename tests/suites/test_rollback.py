@@ -1,11 +1,16 @@
 """Atomic updates: update, roll back, and fall back by itself from a broken update.
 
-Docker state lives outside the slots, so images and containers must survive."""
+Slots are compared, not versions: an offline update may copy the booted slot onto
+the other (CoreOS, Flatcar), and a switch of slot with the same version is still
+the update mechanism at work. Docker state lives outside the slots, so images and
+containers must survive."""
+
+from contextlib import contextmanager
 
 import pytest
 
 from harness.images import dockerimage
-from harness.updates import NetworkUpdater, NoUpdater, updater
+from harness.updates import NetworkUpdater, NotStaged, NoUpdater, pytest_verdict, updater
 
 pytestmark = [pytest.mark.vm, pytest.mark.destructive]
 
@@ -24,6 +29,17 @@ def adapter(distro):
     return found
 
 
+@contextmanager
+def staging():
+    """Nothing staged becomes a skip (missing precondition, no network) or a
+    failure (the tool refused), in the adapter's words."""
+    try:
+        yield
+    except NotStaged as e:
+        action, message = pytest_verdict(e)
+        (pytest.skip if action == "skip" else pytest.fail)(message)
+
+
 def _start_container(m) -> None:
     m.succeed("docker load", stdin=dockerimage.build())
     m.succeed(f"docker run -d --name keeper --restart=always --network none {dockerimage.TAG} "
@@ -34,15 +50,16 @@ def _container_running(m) -> bool:
     return m.wait_until_succeeds("docker inspect -f '{{.State.Running}}' keeper").strip() == "true"
 
 
-def test_update_then_rollback_switch_versions_and_keep_docker_state(adapter, machine_factory):
+def test_update_then_rollback_switch_slots_and_keep_docker_state(adapter, machine_factory):
     m = machine_factory("rollback")
     before = adapter.status(m)
     _start_container(m)
 
-    expected = adapter.stage(m, "update")
+    with staging():
+        expected = adapter.stage(m, "update")
     m.reboot()
     after_update = adapter.status(m)
-    assert after_update == expected and after_update.version != before.version
+    assert after_update == expected and after_update.slot != before.slot
     assert _container_running(m)
 
     adapter.rollback(m)
@@ -60,6 +77,7 @@ def test_broken_update_falls_back_to_the_previous_slot_by_itself(adapter, machin
         pytest.skip(f"{distro.name}: {why}")
     m = machine_factory("fallback")
     before = adapter.status(m)
-    adapter.stage(m, "broken")
+    with staging():
+        adapter.stage(m, "broken")
     m.reboot(settle=lambda: adapter.status(m) == before, boots=4)
     assert adapter.status(m) == before
