@@ -64,8 +64,9 @@ def test_update_engine_status_without_current_op_is_an_error():
         update_engine.parse_engine_status("Failed to connect to update_engine\n")
 
 
-# The disk layout (coreos/scripts and flatcar/scripts build_library/disk_layout.json):
-# partition 3 is USR-A, 4 is USR-B; `rootdev -s /usr` names one.
+# The disk layout (build_library/disk_layout.json, coreos/scripts @ a6824e7b and
+# flatcar/scripts @ ab6d76d9): partition 3 is USR-A, 4 is USR-B; `rootdev -s /usr` names
+# one. The device names are examples of virtio, SCSI and NVMe disks.
 @pytest.mark.parametrize(("device", "slot"), [("/dev/sda3\n", "USR-A"), ("/dev/vda4", "USR-B"),
                                               ("/dev/nvme0n1p4", "USR-B")])
 def test_rootdev_partition_number_tells_the_usr_slot(device, slot):
@@ -78,8 +79,9 @@ def test_a_partition_that_is_no_usr_slot_is_refused():
 
 
 def test_kernel_command_line_names_the_usr_source_in_either_spelling():
-    # Flatcar: `@@MOUNTUSR@@=PARTUUID=$usr_uuid` in build_library/grub.cfg (flatcar/scripts
-    # @ ab6d76d9), mount.usr=/dev/mapper/usr once verity is set up. CoreOS 647:
+    # Flatcar: `@@MOUNTUSR@@=PARTUUID=$usr_uuid` in build_library/grub.cfg, which
+    # build_library/grub_install.sh turns into `mount.usr=/dev/mapper/usr verity.usr`
+    # when verity is on (flatcar/scripts @ ab6d76d9). CoreOS 647:
     # `mount.usr=PARTUUID=$usr_uuid` (coreos/scripts build_library/grub.cfg since a45ba5dc,
     # 2014-12). `usr=` is what CoreOS's GRUB passed before that commit.
     flatcar = ("BOOT_IMAGE=/flatcar/vmlinuz-a mount.usr=/dev/mapper/usr "
@@ -102,8 +104,10 @@ def test_os_release_version_is_read_quoted_or_not():
         == "647.0.0"
 
 
-# rpm-ostree status --json: a "deployments" list whose objects carry "booted",
-# "checksum", "version", "origin", "osname" (fields Zincati and Ansible roles read).
+# rpm-ostree status --json: {"deployments": [...], "transaction": ...}, each deployment
+# the daemon's dict with "id", "osname", "checksum", "version", "origin", "booted",
+# "pinned" (coreos/rpm-ostree src/app/rpmostree-builtin-status.cxx @ v2024.6); the
+# pending deployment is listed first. Checksums and versions are examples.
 RPM_OSTREE_JSON = json.dumps({"deployments": [
     {"id": "fedora-coreos-b1a6.0", "osname": "fedora-coreos", "booted": False,
      "checksum": "b1a6" + "0" * 60, "version": "40.20240616.3.0",
@@ -128,24 +132,29 @@ def test_rpm_ostree_without_a_booted_deployment_is_an_error():
         rpm_ostree.parse_status_json('{"deployments": []}')
 
 
-# ostree admin status: the booted deployment marked `*`, "OSNAME CHECKSUM.SERIAL",
-# each followed by indented detail lines (not confirmed on a 2015 Atomic host).
-OSTREE_ADMIN = """* fedora-atomic 3b1e4c0a9f.0
+# ostree admin status: g_print("%c %s %s.%d\n", booted ? '*' : ' ', osname, csum,
+# deployserial), then "    Version: %s" and "    origin refspec: %s"
+# (ostreedev/ostree src/ostree/ot-admin-builtin-status.c @ v2015.7, June 2015, the
+# ostree of Fedora 22's time). Checksums and versions are examples.
+BOOTED, OTHER = "3b1e4c0a9f" + "0" * 54, "8d2f77b10c" + "1" * 54
+OSTREE_ADMIN = f"""* fedora-atomic {BOOTED}.0
     Version: 22.17
     origin refspec: fedora-atomic:fedora-atomic/f22/x86_64/docker-host
-  fedora-atomic 8d2f77b10c.0
+  fedora-atomic {OTHER}.0
     Version: 22.16
     origin refspec: fedora-atomic:fedora-atomic/f22/x86_64/docker-host
 """
 
 
 def test_ostree_admin_status_gives_the_starred_deployment_and_its_version():
-    assert rpm_ostree.parse_admin_status(OSTREE_ADMIN) == SlotStatus("3b1e4c0a9f", "22.17")
+    assert rpm_ostree.parse_admin_status(OSTREE_ADMIN) == SlotStatus(BOOTED, "22.17")
 
 
-# snappy list -v (Snappy 15.04): Name Date Version Developer; `*` marks the active
-# version of a part, `!` the one active after the next reboot. Shape as 2015 Snappy
-# guides printed it; not confirmed here against a 15.04 image.
+# snappy list -v: a tabwriter table "Name Date Version Developer", every installed
+# version a row, the developer followed by `*` when active or `!` when it needs a
+# reboot to become active (showVerboseList in cmd/snappy/cmd_list.go; the snappy
+# history in canonical/snapd @ 7af770d3, 2015-04-16, a week before 15.04 shipped; the
+# 15.04 image's own snappy build is not pinned here). Dates and versions are examples.
 SNAPPY_LIST = """Name          Date       Version   Developer
 ubuntu-core   2015-04-23 2         ubuntu*
 ubuntu-core   2015-05-05 3         ubuntu!
@@ -171,9 +180,10 @@ def test_snappy_list_without_ubuntu_core_is_an_error():
         snappy.os_version(snappy.parse_list("Name Date Version Developer\n"))
 
 
-# snap list --all: Name Version Rev Tracking Publisher Notes (the header quoted in
-# canonical/docker-snap issues); inactive revisions carry `disabled` in Notes, which
-# the widely shared clean-up scripts match on.
+# snap list --all: "Name\tVersion\tRev\tTracking\tPublisher\tNotes" through a tabwriter;
+# Notes is the snap type (base, gadget, kernel, snapd; none for apps), then `disabled`
+# for inactive revisions, comma-joined, or `-` (canonical/snapd cmd/snap/cmd_list.go
+# and cmd/snap/notes.go @ 2.63). Revisions and versions are examples.
 SNAP_LIST = """Name       Version         Rev    Tracking       Publisher   Notes
 core24     20240528        423    latest/stable  canonical✓  base,disabled
 core24     20240710        490    latest/stable  canonical✓  base
@@ -183,8 +193,8 @@ snapd      2.63            21759  latest/stable  canonical✓  snapd
 docker     24.0.5          2915   latest/stable  canonical✓  -
 """
 
-# snap changes: ID Status Spawn Ready Summary, as snapd's authors showed it in 2016
-# (the dates contain spaces).
+# snap changes: "ID\tStatus\tSpawn\tReady\tSummary", the times human-formatted with
+# spaces in them (canonical/snapd cmd/snap/cmd_changes.go @ 2.63). Values are examples.
 SNAP_CHANGES = """ID   Status  Spawn               Ready               Summary
 7    Done    today at 10:02 UTC  today at 10:03 UTC  Refresh "core24" snap
 8    Doing   today at 10:10 UTC  -                   Revert "core24" snap
