@@ -15,6 +15,11 @@ MOBY_44900 = ("Error response from daemon: AppArmor enabled on system but the do
 # moby/moby#20554 (2016), a different failure: the daemon did not start at all.
 MOBY_20554 = ("FATA[0000] Error starting daemon: AppArmor enabled on system but the "
               "docker-default profile could not be loaded.")
+# canonical/docker-snap#95 (2023), another: the parser is there but cannot read its policy.
+DOCKER_SNAP_95 = ("docker: Error response from daemon: AppArmor enabled on system but the "
+                  "docker-default profile could not be loaded: running `/usr/sbin/apparmor_parser "
+                  "apparmor_parser --version` failed with output: Failed to load policy-features "
+                  "from '/etc/apparmor.d/abi/kernel-5.4-outoftree-network': Permission denied")
 
 
 def test_apparmor_case_points_at_moby_44900_with_versions():
@@ -24,9 +29,10 @@ def test_apparmor_case_points_at_moby_44900_with_versions():
     assert apparmor_case.FIXED_VERSIONS[0].startswith("Docker Engine 23.0.1")
 
 
-def test_apparmor_symptom_is_44900s_and_not_20554s():
+def test_apparmor_symptom_is_44900s_and_not_another_apparmor_failure():
     assert apparmor_case.SYMPTOM.search(MOBY_44900)
     assert not apparmor_case.SYMPTOM.search(MOBY_20554)
+    assert not apparmor_case.SYMPTOM.search(DOCKER_SNAP_95)
 
 
 def test_pivot_root_case_checks_the_first_fixed_release_v141():
