@@ -2,6 +2,7 @@
 the shape the tool's upstream documents (the source of each shape is noted), and
 the choice of adapter from the catalog's `promises.update`."""
 
+import dataclasses
 import json
 
 import pytest
@@ -363,6 +364,14 @@ def test_networked_adapter_explains_it_cannot_stage_offline():
     assert adapter.offline_reason() == ("rancheros: ros os upgrade fetches updates from "
                                         "Docker Hub (the OS images); the guest has no "
                                         "network (restrict=on)")
+
+
+def test_a_catalog_note_on_updates_takes_precedence_in_the_distros_terms():
+    d = catalog.get("rancheros")
+    noted = dataclasses.replace(d, promises=dataclasses.replace(
+        d.promises, notes={"update": "the OS images left Docker Hub"}))
+    assert updater(noted).offline_reason() == ("rancheros: the OS images left Docker Hub; "
+                                               "the guest has no network (restrict=on)")
 
 
 @pytest.mark.parametrize("name", ["flatcar", "coreos-647"])
