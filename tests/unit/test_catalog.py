@@ -90,7 +90,7 @@ def test_a_download_with_nothing_to_check_it_against_must_say_so(tmp_path):
 
 
 @pytest.mark.parametrize("source", [
-    "/work/shared/FACTS.md (distro table)",
+    "/home/someone/FACTS.md (distro table)",
     "~/notes/flatcar.txt",
     "file:///srv/mirror/coreos/647.0.0/",
     "the v1.5.8 release assets on github.com/rancher/os",
