@@ -244,6 +244,7 @@ def _check_choices(obj, where: str, prefix: str) -> None:
         _check_image(obj, where, prefix)
     if isinstance(obj, Distro):
         _check_verifiable(obj, where)
+        _check_sources(obj, where)
     if isinstance(obj, Boot) and obj.memory_mib < 256:
         raise CatalogError(f"{where}: field '{prefix}memory_mib' is {obj.memory_mib}, below 256")
 
@@ -279,6 +280,26 @@ def _check_verifiable(d: Distro, where: str) -> None:
     if not any(u.split(":", 1)[0].strip() == "image.digest" for u in d.unverified):
         raise CatalogError(f"{where}: field 'image.digest' is empty: pin it, give a "
                            "checksum_url, or list 'image.digest' in unverified")
+
+
+# A source a reader can open: a URL, "owner/repo path @ commit-or-tag", or
+# "owner/repo commit SHA", each optionally followed by what it shows.
+_UPSTREAM = re.compile(r"(https?://\S+|[\w.-]+/[\w.-]+ (\S+ @ [\w.+-]+|commit [0-9a-f]{7,40}))"
+                       r"( .*)?")
+
+
+def _check_sources(d: Distro, where: str) -> None:
+    """Downloaded distros cite upstream; a path of this machine cites nothing another
+    reader can open. Built-in entries cite files of this repository."""
+    for source in d.sources:
+        if source.startswith(("/", "~", "file:")) or \
+                (not d.builtin and not _UPSTREAM.fullmatch(source)):
+            raise CatalogError(
+                f"{where}: field 'sources' has {source!r}: cite the upstream source as a URL "
+                "or as 'owner/repo path @ commit-or-tag (what it shows)', not a local file")
+        if d.builtin and not source.startswith("http") and not (REPO / source).is_file():
+            raise CatalogError(f"{where}: field 'sources' has {source!r}, no file of this "
+                               "repository")
 
 
 def _is_hex(text: str) -> bool:

@@ -355,12 +355,13 @@ def machine_factory(request, harness_session, distro, session_machines
 
 
 @pytest.fixture
-def machine(request: pytest.FixtureRequest, session_machines: MachineFactory) -> Machine:
-    """The machine shared by tests that do not change it."""
+def machine(request: pytest.FixtureRequest) -> Machine:
+    """The machine shared by tests that do not change it (refused, before anything
+    starts, to a destructive test)."""
     if request.node.get_closest_marker("destructive") is not None:
         pytest.fail(f"{request.node.nodeid} is destructive: it must boot its own machine "
                     "with machine_factory, not change the shared one", pytrace=False)
-    return session_machines.shared()
+    return request.getfixturevalue("session_machines").shared()
 
 
 @pytest.fixture

@@ -1,11 +1,16 @@
 """Atomic updates: update, roll back, and fall back by itself from a broken update.
 
-Docker state lives outside the slots, so images and containers must survive."""
+Slots are compared, not versions: an offline update may copy the booted slot onto
+the other (CoreOS, Flatcar), and a switch of slot with the same version is still
+the update mechanism at work. Docker state lives outside the slots, so images and
+containers must survive."""
+
+from contextlib import contextmanager
 
 import pytest
 
 from harness.images import dockerimage
-from harness.updates import updater
+from harness.updates import NotStaged, pytest_verdict, updater
 
 pytestmark = [pytest.mark.vm, pytest.mark.destructive, pytest.mark.promise("update")]
 
@@ -14,6 +19,17 @@ pytestmark = [pytest.mark.vm, pytest.mark.destructive, pytest.mark.promise("upda
 def adapter(distro):
     """The distro's update adapter (the `update` promise already said it has one)."""
     return updater(distro)
+
+
+@contextmanager
+def staging():
+    """Nothing staged becomes a skip (missing precondition, no network) or a
+    failure (the tool refused), in the adapter's words."""
+    try:
+        yield
+    except NotStaged as e:
+        action, message = pytest_verdict(e)
+        (pytest.skip if action == "skip" else pytest.fail)(message)
 
 
 def _start_container(m) -> None:
@@ -27,15 +43,16 @@ def _container_running(m) -> None:
     m.wait_until_succeeds("test \"$(docker inspect -f '{{.State.Running}}' keeper)\" = true")
 
 
-def test_update_then_rollback_switch_versions_and_keep_docker_state(adapter, machine_factory):
+def test_update_then_rollback_switch_slots_and_keep_docker_state(adapter, machine_factory):
     m = machine_factory("rollback")
     before = adapter.status(m)
     _start_container(m)
 
-    expected = adapter.stage(m, "update")
+    with staging():
+        expected = adapter.stage(m, "update")
     m.reboot()
     after_update = adapter.status(m)
-    assert after_update == expected and after_update.version != before.version
+    assert after_update == expected and after_update.slot != before.slot
     _container_running(m)
 
     adapter.rollback(m)
@@ -49,7 +66,8 @@ def test_update_then_rollback_switch_versions_and_keep_docker_state(adapter, mac
 def test_broken_update_falls_back_to_the_previous_slot_by_itself(adapter, machine_factory):
     m = machine_factory("fallback")
     before = adapter.status(m)
-    staged = adapter.stage(m, "broken")
+    with staging():
+        staged = adapter.stage(m, "broken")
     assert staged.slot != before.slot
     m.reboot(settle=lambda: adapter.status(m) == before, boots=4)
     assert adapter.status(m) == before

@@ -133,3 +133,86 @@ def test_refos_noapparmor_is_refos_with_another_disk():
     refos, variant = entries["refos"], entries["refos-noapparmor"]
     assert variant.image.build == "noapparmor_disk"
     assert (variant.boot, variant.promises) == (refos.boot, refos.promises)
+
+
+@pytest.mark.parametrize("source", [
+    "/home/someone/FACTS.md (distro table)",
+    "~/notes/flatcar.txt",
+    "file:///srv/mirror/coreos/647.0.0/",
+    "the v1.5.8 release assets on github.com/rancher/os",
+    "rancher/os cmd/control/os.go (no commit or tag)",
+])
+def test_a_source_that_is_a_local_path_or_names_no_upstream_is_refused(tmp_path, source):
+    text = GOOD.replace('family = "demo"', f'family = "demo"\nsources = [{source!r}]')
+    with pytest.raises(catalog.CatalogError, match=r"field 'sources'.*upstream source"):
+        load_text(tmp_path, text)
+
+
+@pytest.mark.parametrize("source", [
+    "https://github.com/rancher/os/issues/2139 (a real listing)",
+    "rancher/os cmd/control/os.go @ v1.5.8 (osMetaDataGet)",
+    "coreos/scripts common.sh @ a6824e7b",
+    "rancher/os commit d513c3be (the fix on the 1.4 line)",
+])
+def test_an_upstream_source_is_accepted(tmp_path, source):
+    text = GOOD.replace('family = "demo"', f'family = "demo"\nsources = ["{source}"]')
+    assert load_text(tmp_path, text)["demo"].sources == (source,)
+
+
+def test_every_shipped_source_is_upstream_or_a_file_of_this_repository():
+    for d in catalog.load().values():
+        assert d.sources and not any(s.startswith("/") for s in d.sources), d.name
+
+
+# Facts checked against upstream for issue 18; each names where it was read.
+def test_rancheros_158_is_checked_against_checksums_txt():
+    # rancher/os scripts/checksums @ v1.5.8; iso-checksums.txt went in 7f4f2701.
+    img = catalog.get("rancheros").image
+    assert img.checksum_url.endswith("/v1.5.8/checksums.txt") and img.checksum_algorithm == "sha256"
+
+
+def test_burmillaos_asset_user_and_missing_checksum_file():
+    # burmilla/os scripts/release-amd64, images/02-console/Dockerfile @ v2.0.1.
+    d = catalog.get("burmillaos")
+    assert d.image.urls == ("https://github.com/burmilla/os/releases/download/v2.0.1/"
+                            "burmillaos-v2.0.1.iso",)
+    assert not d.image.checksum_url and d.boot.ssh_user == "rancher"
+    assert any(u.startswith("image.digest: the release publishes no checksum")
+               for u in d.unverified)
+
+
+def test_photon_tp1_url_and_its_sha1sum_file():
+    # vmware/photon#18.
+    img = catalog.get("photon-tp").image
+    assert img.urls[0].endswith("/vmware/photon/iso/1.0TP1/x86_64/photon-1.0TP1.iso")
+    assert img.checksum_url == img.urls[0] + ".sha1sum" and img.checksum_algorithm == "sha1"
+
+
+def test_rancheros_03_does_not_claim_ros_came_later():
+    d = catalog.get("rancheros-03")
+    assert not any("rancherctl os upgrade" in u for u in d.unverified)
+    assert any("5b9ef6ae" in s for s in d.sources)
+    assert any(u.startswith("image.digest:") and "iso-checksums.txt" in u for u in d.unverified)
+
+
+def test_confirmed_image_facts_are_no_longer_unverified():
+    assert not any(u.startswith(("image.format", "image.checksum_algorithm"))
+                   for u in catalog.get("coreos-647").unverified)
+    assert not any(u.startswith("image.checksum_url") for u in catalog.get("flatcar").unverified)
+
+
+def test_ubuntu_core_first_boot_reads_cidata_on_signed_grade_models():
+    note = catalog.get("ubuntu-core-24").promises.notes["seed"]
+    assert "CIDATA" in note and "overlord/install/install.go" in note
+
+
+def test_photon_5_firmware_claim_is_marked_unverified():
+    assert any(u.startswith("boot.firmware:") and "could not be checked" in u
+               for u in catalog.get("photon-5").unverified)
+
+
+def test_rancheros_14_memory_is_not_the_marginal_1280_and_says_why():
+    d = catalog.get("rancheros-14")
+    assert d.boot.memory_mib == 2048
+    assert any(u.startswith("boot.memory_mib:") and "#2396" in u for u in d.unverified)
+    assert catalog.get("rancheros-141").image.urls[0].endswith("/v1.4.1/rancheros.iso")
