@@ -336,6 +336,8 @@ def fetch(source: Source, offline: bool = False, policy: Policy | None = None,
             except (FetchError, *TRANSIENT, requests.RequestException) as e:
                 failures.append((url, describe(e, _where(url, policy))))
                 log.warning("fetch: %s", failures[-1][1])
+    if len(failures) == 1:
+        raise failures[0][1]
     raise AllFailed(label, failures)
 
 
