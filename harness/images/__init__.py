@@ -149,3 +149,31 @@ def _local(distro: Distro, path: Path, why: str) -> fetch.Fetched:
     log.info("image: %s: local file %s (%s%s)", distro.name, path, digest,
              ", matches the catalog" if distro.image.digest else ", nothing pinned to check")
     return fetch.Fetched(path.resolve(), digest, str(path.resolve()))
+
+
+def needed_files(distro: Distro, policy: fetch.Policy | None = None,
+                 offline: bool = False) -> dict:
+    """Every file `distro` needs from its download hosts, with the digest the catalog
+    pins where it pins one: what `harness fetch --urls` prints."""
+    entry: dict = {"distro": distro.name, "version": _version(distro), "files": [], "note": ""}
+    if distro.builtin:
+        entry["note"] = "built here from images/refos (`harness build`); nothing to download"
+        return entry
+    img = distro.image
+    if img.stream:
+        entry["files"].append({"role": "version", "url": img.stream_url, "digest": ""})
+    try:
+        source = streams.source(distro, offline or bool(img.stream and _resolved(distro)),
+                                policy)  # a version resolved before is the one cached
+    except fetch.FetchError as e:
+        entry["note"] = (f"the current version is not known here ({e.kind}): download "
+                         f"{img.stream_url} first; the files are "
+                         + ", ".join((*img.urls, img.checksum_url, img.signature_url)))
+        return entry
+    entry["version"] = source.version or entry["version"]
+    entry["files"] += [f for f in source.files() if f["url"] != img.stream_url]
+    return entry
+
+
+def _resolved(distro: Distro) -> bool:
+    return fetch.last_resolution(distro.name) is not None

@@ -34,7 +34,7 @@ import socket
 import sys
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,9 +114,9 @@ TRANSIENT = (requests.ConnectionError, requests.Timeout,
 
 def describe(e: BaseException, url: str = "") -> FetchError:
     """A FetchError for any failure of a request, classified for the user."""
+    if isinstance(e, FetchError):  # already names its file
+        return e
     where = f"{url}: " if url else ""
-    if isinstance(e, FetchError):
-        return e if not url or str(e).startswith(url) else type(e)(f"{where}{e}", e.kind)
     host = urllib.parse.urlsplit(url).hostname or url
     if isinstance(e, requests.exceptions.SSLError):
         return FetchError(f"{where}TLS failed: {_reason(e)}", "TLS")
@@ -137,7 +137,14 @@ def describe(e: BaseException, url: str = "") -> FetchError:
     return FetchError(f"{where}{e}")
 
 
-def _caused_by(e: BaseException, types: tuple[type, ...]) -> bool:
+def _worth_retrying(e: BaseException) -> bool:
+    """Transient failures, but not a name that DNS says does not exist."""
+    return isinstance(e, TRANSIENT) and not _caused_by(
+        e, (socket.gaierror,), lambda g: g.errno == socket.EAI_NONAME)
+
+
+def _caused_by(e: BaseException, types: tuple[type, ...],
+               test: Callable[[BaseException], bool] = lambda _: True) -> bool:
     """Whether `types` appear in e's chain (requests wraps urllib3 wraps socket errors)."""
     seen: set[int] = set()
     todo: list[object] = [e]
@@ -146,7 +153,7 @@ def _caused_by(e: BaseException, types: tuple[type, ...]) -> bool:
         if not isinstance(cur, BaseException) or id(cur) in seen:
             continue
         seen.add(id(cur))
-        if isinstance(cur, types):
+        if isinstance(cur, types) and test(cur):
             return True
         todo += [cur.__cause__, cur.__context__, getattr(cur, "reason", None), *cur.args]
     return False
@@ -456,12 +463,13 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _retrying(policy: Policy, what: str) -> tenacity.Retrying:
     def say(state: tenacity.RetryCallState) -> None:
-        log.warning("fetch: %s: %s; retry %d of %d in %.1fs", what,
-                    state.outcome.exception(), state.attempt_number, policy.attempts - 1,
+        e = state.outcome.exception() if state.outcome else None
+        log.warning("fetch: %s; retry %d of %d in %.1fs", describe(e, what) if e else what,
+                    state.attempt_number, policy.attempts - 1,
                     state.next_action.sleep if state.next_action else 0)
 
     return tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(TRANSIENT),
+        retry=tenacity.retry_if_exception(_worth_retrying),
         stop=tenacity.stop_after_attempt(policy.attempts),
         wait=tenacity.wait_exponential(multiplier=policy.backoff, max=policy.max_backoff),
         before_sleep=say, reraise=True)
@@ -485,7 +493,7 @@ def _stream(url: str, partial: Path, algorithm: str, policy: Policy,
         _check_status(r, url)
         if r.status_code == 416:  # the partial file is not a prefix of this one
             partial.unlink()
-            raise Transient("the server refused to resume (416); starting over")
+            raise Transient(f"{url}: the server refused to resume (416); starting over")
         resumed = r.status_code == 206
         if resumed and not offset:
             raise FetchError(f"{url}: the server answered 206 Partial Content to a request "
@@ -512,7 +520,8 @@ def _stream(url: str, partial: Path, algorithm: str, policy: Policy,
             if hashing:
                 hashing.result()
         if total is not None and partial.stat().st_size != total:
-            raise Transient(f"connection closed after {partial.stat().st_size} of {total} bytes")
+            raise Transient(f"{url}: connection closed after {partial.stat().st_size} of "
+                            f"{total} bytes", "connection dropped")
     return f"{algorithm}:{h.hexdigest()}"
 
 
