@@ -8,6 +8,7 @@ either once per distro, not once per test.
 """
 
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,8 +102,8 @@ def env_var_name(name: str) -> str:
 
 def ways_out(distro: Distro) -> list[str]:
     """Every way to give the harness this distro's image without its download host."""
-    hosts = sorted({u.split("/")[2] for u in (*distro.image.urls, distro.image.stream_url)
-                    if u.count("/") >= 2 and "{" not in u.split("/")[2]})
+    hosts = sorted({h for u in (*distro.image.urls, distro.image.stream_url)
+                    if (h := urllib.parse.urlsplit(u).hostname)})
     name = Path(distro.image.urls[0]).name if distro.image.urls else "the image"
     mirror = hosts[0] if hosts else "HOST"
     return [
