@@ -49,10 +49,12 @@ def test_unreachable_host_names_distro_version_what_failed_and_every_way_out(tin
     assert "\n" not in e.line() and "connection refused" in e.line()
 
 
-def test_a_name_dns_cannot_resolve_is_reported_as_dns_and_not_retried(tiny, cache, policy):
+def test_a_name_dns_cannot_resolve_is_reported_as_dns_and_not_retried(tiny, cache, policy,
+                                                                       caplog):
     e = unavailable(tiny(f'format = "raw"\nurls = ["{CANONICAL}"]\n'
                          f'digest = "{sha256(b"x")}"'), policy=policy)
     assert e.what == "DNS" and "cannot resolve download.test.invalid" in str(e)
+    assert "retry" not in caplog.text
 
 
 def test_tls_failure_is_reported_as_tls(tiny, cache, server, policy):
