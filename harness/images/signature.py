@@ -51,10 +51,17 @@ def _gpgv(key: Path, tmp: Path, *args: str) -> None:
         r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=600)
     except FileNotFoundError:
         raise BadSignature("gpgv is not installed (Debian package gpgv)") from None
-    status = r.stdout.split()
-    if r.returncode != 0 or "GOODSIG" not in status or "VALIDSIG" not in status:
+    if r.returncode != 0 or not _good(r.stdout.split()):
         words = " ".join(line.removeprefix("gpgv: ") for line in r.stderr.splitlines()[-3:])
         raise BadSignature(f"signature does not verify with {key.name}: {words}")
+
+
+def _good(status: list[str]) -> bool:
+    """A valid signature by a key that is good, or that expired since: vendors' keys of
+    historic releases (CoreOS 2015) have all expired. A revoked key is not accepted."""
+    if {"BADSIG", "ERRSIG", "REVKEYSIG", "EXPSIG"} & set(status):
+        return False
+    return "VALIDSIG" in status and bool({"GOODSIG", "EXPKEYSIG"} & set(status))
 
 
 def dearmor(key: Path) -> bytes:

@@ -11,12 +11,13 @@ import logging
 import lzma
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from harness import catalog, cli, images
-from harness.images import convert, fetch
+from harness.images import convert, fetch, signature
 from tests.unit import conftest as shared
 
 # The fixtures of tests/unit: a real 127.0.0.1 server, a throwaway cache, short retries,
@@ -147,6 +148,26 @@ def test_a_swapped_image_with_matching_digests_fails_its_detached_signature(
     e = unavailable(sums_entry(server, tiny, evil, digests(evil), extra))
     assert e.what == "signature" and "nothing was cached" in str(e)
     assert fetch.cached(server.url("/rel/tiny.img"), cache) is None
+
+
+def test_a_signature_made_before_the_vendor_key_expired_still_verifies(tmp_path):
+    old = shared.Signer(tmp_path / "home")  # as CoreOS's 2015 key: expired since
+    old.home.mkdir(mode=0o700)
+    try:
+        old.gpg("--quick-gen-key", "Expired <old@test.invalid>", "ed25519", "sign",
+                "seconds=1")
+        old.key.write_bytes(old.gpg("--armor", "--export"))
+        image = tmp_path / "old.img"
+        image.write_bytes(bootable())
+        sig = old.detached(image.read_bytes())
+        time.sleep(2)
+        signature.verify_detached(sig, image, old.key)
+        image.write_bytes(bootable(seed=2))
+        with pytest.raises(signature.BadSignature):
+            signature.verify_detached(sig, image, old.key)
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(old.home), "--kill", "gpg-agent"],
+                       capture_output=True, check=False)
 
 
 def test_the_catalog_ships_the_vendor_keys_it_names():
