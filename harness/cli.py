@@ -15,7 +15,6 @@ from harness.log import log, setup_cli_logging
 from harness.paths import REPO
 from harness.vm import accel, runs
 from harness.vm.session import (
-    Images,
     Options,
     Session,
     SessionError,
@@ -80,21 +79,67 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    """Put a distro's image in the cache (or find it there) and say where it is."""
+    """Put distros' images in the cache (or find them there) and say where they are; or
+    list the files they need (--urls), bring them in from a folder (--import DIR), or
+    hash the whole cache again (--verify)."""
+    import dataclasses
+    import json
+
     from harness.images import fetch
 
-    distro = catalog.get(args.distro)
-    options = Options(offline=args.offline, images=options_for_images(distro.name, args.image))
     try:
-        image = Images(options).get(distro)
+        policy = fetch.Policy.from_env()
+        policy = dataclasses.replace(
+            policy, mirrors=fetch.parse_mirrors(" ".join(args.mirror)) + policy.mirrors,
+            allow_insecure_http=policy.allow_insecure_http or args.allow_insecure_http,
+            import_dir=str(Path(args.import_dir).resolve()) if args.import_dir else "")
     except fetch.FetchError as e:
         log.error("%s", e)
         return 2
-    print(f"{distro.name}: {image.path}")
-    for name, value in image.record().items():
-        if value and name != "path":
-            print(f"  {name:8} {value}")
-    return 0
+    if args.verify:
+        return _verify_cache()
+    if not args.distro:
+        log.error("harness fetch: name at least one distro (or use --verify)")
+        return 2
+    if args.import_dir and not Path(args.import_dir).is_dir():
+        log.error("--import %s: not a folder", args.import_dir)
+        return 2
+    distros = [catalog.get(name) for name in args.distro]
+    if args.urls:
+        listed = [images.needed_files(d, dataclasses.replace(policy, attempts=1), args.offline)
+                  for d in distros]
+        for entry in listed:
+            if entry["note"]:
+                log.warning("%s: %s", entry["distro"], entry["note"])
+        print(json.dumps(listed, indent=2) if args.json else
+              "\n".join(f["url"] for entry in listed for f in entry["files"]))
+        return 0
+    status = 0
+    for distro in distros:
+        try:
+            image = images.resolve(distro, offline=args.offline, image_path=args.image,
+                                   policy=policy)
+        except images.ImageUnavailable as e:
+            log.error("%s", e)
+            status = 2
+            continue
+        print(f"{distro.name}: {image.path}")
+        for name, value in image.record().items():
+            if value and name != "path":
+                print(f"  {name:11} {value}")
+    return status
+
+
+def _verify_cache() -> int:
+    from harness.images import fetch
+
+    results = fetch.verify_cache()
+    for url, digest, good in results:
+        print(f"{'ok     ' if good else 'CHANGED'} {url} ({digest})"
+              + ("" if good else ": removed from the cache"))
+    print(f"{len(results)} cached download(s) hashed again, "
+          f"{sum(not good for _, _, good in results)} changed")
+    return 0 if all(good for _, _, good in results) else 1
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
@@ -214,10 +259,22 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--offline", action="store_true", help="use the cache only")
     bt.add_argument("--image", default=None, help="boot this local file instead")
     bt.set_defaults(func=cmd_boot)
-    f = sub.add_parser("fetch", help="download and verify a distro's image into the cache")
-    f.add_argument("distro")
+    f = sub.add_parser("fetch", help="download and verify distros' images into the cache")
+    f.add_argument("distro", nargs="*", help="catalog entries")
     f.add_argument("--offline", action="store_true", help="use the cache only")
     f.add_argument("--image", default=None, help="use this local file instead of downloading")
+    f.add_argument("--urls", action="store_true",
+                   help="print every file the distros need, one URL a line (for curl or wget)")
+    f.add_argument("--json", action="store_true", help="with --urls: as JSON, with digests")
+    f.add_argument("--import", dest="import_dir", default="", metavar="DIR",
+                   help="take the files from DIR (downloaded elsewhere), verified as downloads")
+    f.add_argument("--mirror", action="append", default=[], metavar="HOST=URL",
+                   help="serve HOST's files from URL instead (repeatable; also HARNESS_MIRRORS)")
+    f.add_argument("--allow-insecure-http", action="store_true",
+                   help="accept a digest read over plain HTTP (logged; also "
+                        "HARNESS_ALLOW_INSECURE_HTTP=1)")
+    f.add_argument("--verify", action="store_true",
+                   help="hash every cached download again; changed ones leave the cache")
     f.set_defaults(func=cmd_fetch)
     sd = sub.add_parser("seed", help="write a distro's first-boot media, for inspection")
     sd.add_argument("distro")
@@ -264,8 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM unwinds like Ctrl-C, so sessions and `finally` blocks remove machines.
         with unwind_on_sigterm():
             return args.func(args)
-    except (catalog.CatalogError, images.ImageUnavailable, accel.AccelError,
-            build.BuildError, settings.SettingError, SessionError) as e:
+    except (catalog.CatalogError, images.ImageUnavailable, images.ImageUsageError,
+            accel.AccelError, build.BuildError, settings.SettingError, SessionError) as e:
         log.error("%s", e)
         return 2
 

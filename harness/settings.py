@@ -47,6 +47,12 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _flag(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError("must be 0 or 1")
+    return text == "1"
+
+
 def _path(text: str) -> Path:
     if not text or "\0" in text:
         raise ValueError("must be a path")
@@ -70,9 +76,16 @@ SETTINGS = {s.name: s for s in (
     Setting("HARNESS_FETCH_MAX_BACKOFF", _non_negative_float, 30.0, "longest retry delay"),
     Setting("HARNESS_FETCH_CONNECT_TIMEOUT", _positive_float, 10.0, "seconds to connect"),
     Setting("HARNESS_FETCH_READ_TIMEOUT", _positive_float, 60.0, "seconds between bytes"),
+    Setting("HARNESS_MIRRORS", str, "",
+            "HOST=URL mirrors of catalog hosts, separated by commas or spaces"),
+    Setting("HARNESS_ALLOW_INSECURE_HTTP", _flag, False,
+            "1 accepts a digest read over plain HTTP (logged each time)"),
+    Setting("HARNESS_IMAGE_MAX_MIB", _positive_int, 32768,
+            "the largest image an archive may unpack to, in MiB"),
     Setting("HARNESS_BENCH_DISTRO", _word, "refos", "the distro `make bench` boots"),
 )}
-# HARNESS_IMAGE_<DISTRO> (or a catalog entry's own `image.env`) names a local image file.
+# HARNESS_IMAGE_<DISTRO> (or a catalog entry's own `image.env`) names a local image file;
+# the settings above take precedence over that prefix (HARNESS_IMAGE_MAX_MIB).
 IMAGE_PREFIX = "HARNESS_IMAGE_"
 # Variables the harness sets for its own child processes or tests, not for users.
 INTERNAL = ("HARNESS_TEST_HOLD",)

@@ -46,7 +46,9 @@ class Image:
     digest: str = ""  # "sha256:<hex>" when pinned
     checksum_url: str = ""  # an upstream checksum file, when not pinned
     checksum_algorithm: str = ""
-    signature_url: str = ""
+    signature_url: str = ""  # a clearsigned checksum file, or a detached signature of the file
+    signature_key: str = ""  # the vendor's public key, a path in the repo (images/keys/)
+    max_mib: int = 0  # largest unpacked image expected; 0: HARNESS_IMAGE_MAX_MIB's default
     member: str = ""  # the file inside an archive (the vmdk inside an OVA)
     env: str = ""  # environment variable naming a local file to use instead
     # A moving target (STREAMS): `stream_url` names the current version, which then
@@ -260,7 +262,8 @@ def _check_image(img: Image, where: str, prefix: str) -> None:
         raise bad("urls", "is empty and no 'build' or 'stream' gives them")
     if img.stream and not img.stream_url:
         raise bad("stream_url", f"is empty but stream is {img.stream!r}")
-    if not img.stream and any("{version}" in u for u in (*img.urls, img.checksum_url)):
+    if not img.stream and any("{version}" in u for u in (*img.urls, img.checksum_url,
+                                                          img.signature_url)):
         raise bad("urls", "use {version} but no 'stream' resolves it")
     if img.digest:
         algorithm, _, hexdigest = img.digest.partition(":")
@@ -270,6 +273,18 @@ def _check_image(img: Image, where: str, prefix: str) -> None:
         raise bad("checksum_algorithm", "is empty but checksum_url is given")
     if img.format == "ova" and not img.member:
         raise bad("member", "is empty: an OVA needs the name (or glob) of its disk")
+    if img.signature_url and not img.signature_key:
+        raise bad("signature_key", "is empty but signature_url is given: name the vendor's "
+                  "public key kept in the repo (images/keys/)")
+    if img.signature_key and not key_path(img).is_file():
+        raise bad("signature_key", f"names {img.signature_key}, which is not a file")
+    if img.max_mib < 0:
+        raise bad("max_mib", f"is {img.max_mib}; give a size in MiB, or 0 for the default")
+
+
+def key_path(img: Image) -> Path:
+    """The signature key's file: a relative path is relative to the repo."""
+    return REPO / img.signature_key if img.signature_key else Path()
 
 
 def _check_verifiable(d: Distro, where: str) -> None:

@@ -181,14 +181,10 @@ def run(names: list[str], opts: Options, free_mib: dict[str, int],
 
 def _resolve(name: str, offline: bool) -> None:
     """Build or fetch the image now, so a missing one is known before any VM starts."""
-    from harness import images
-    from harness.images import fetch
     from harness.vm import session
 
-    try:
-        session.Images(session.Options(offline=offline)).get(catalog.get(name))
-    except fetch.FetchError as e:
-        raise images.ImageUnavailable(f"{name}: {e}") from None
+    # ImageUnavailable says it all, in one line for the "not run" row.
+    session.Images(session.Options(offline=offline)).get(catalog.get(name))
 
 
 def _one(job: Job, opts: Options, hosts: Hosts, resolve: Callable[[str], None]) -> dict:
@@ -204,7 +200,11 @@ def _one(job: Job, opts: Options, hosts: Hosts, resolve: Callable[[str], None]) 
     else:
         try:
             resolve(job.distro)
-        except (images.ImageUnavailable, OSError) as e:
+        except images.ImageUnavailable as e:
+            status = _not_run(e.line() if e.distro else f"image unavailable: {e}")
+        except images.ImageUsageError as e:  # a bad HARNESS_IMAGE_… file: the user's to fix
+            status = {**_not_run(str(e)), "error": True}
+        except OSError as e:
             status = _not_run(f"image unavailable: {e}")
         except build.BuildError as e:  # ours to fix: not run, and the matrix fails
             status = {**_not_run(f"image build failed: {e}"), "error": True}

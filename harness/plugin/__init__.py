@@ -257,10 +257,12 @@ def _image(session: Session, distro: catalog.Distro) -> images.LocalImage:
     the log): a skip under --offline, an error otherwise."""
     try:
         return session.images.get(distro)
+    except images.ImageUsageError as e:  # --image or HARNESS_IMAGE_* names no usable file
+        pytest.exit(f"usage error: {e}", returncode=pytest.ExitCode.USAGE_ERROR)
     except images.ImageUnavailable as e:
         if session.options.offline:
-            pytest.skip(str(e).splitlines()[0])
-        pytest.fail(str(e), pytrace=False)
+            pytest.skip(e.line())
+        pytest.fail(e.line(), pytrace=False)
 
 
 @pytest.fixture(scope="session")
