@@ -53,7 +53,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     image = images.resolve(distro)
     conn = libvirt.open(args.libvirt_uri)
     runs.sweep(conn)
-    run = runs.Run.start()
+    run = runs.Run.start(conn)
     from harness.vm.machine import Machine
 
     m = Machine(args.name or distro.name, distro, run, conn, image.path, image.key,

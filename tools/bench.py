@@ -235,7 +235,7 @@ def main() -> int:
     accel_name = accel.choose("auto", image.kernel)
     conn = libvirt.open(URI)
     runs.sweep(conn)
-    run = runs.Run.start()
+    run = runs.Run.start(conn)
     result: dict = {"machine": {"cores": os.cpu_count(), "accel": accel_name,
                                 "python": platform.python_version(), "distro": distro.name}}
     started = time.monotonic()

@@ -184,7 +184,7 @@ def libvirt_conn(pytestconfig: pytest.Config) -> Iterator[libvirt.virConnect]:
 @pytest.fixture(scope="session")
 def harness_run(libvirt_conn: libvirt.virConnect) -> Iterator[runs.Run]:
     runs.sweep(libvirt_conn)  # what earlier, killed runs left behind
-    run = runs.Run.start()
+    run = runs.Run.start(libvirt_conn)
     log.info("harness: run %s (%s)", run.id, run.dir)
     yield run
     runs.sweep(libvirt_conn, finished=frozenset({run.id}))  # the run is over: leave nothing

@@ -138,7 +138,7 @@ class Machine:
             memory_mib=self.distro.boot.memory_mib, firmware=self.distro.boot.firmware,
             disks=tuple(disks), console_log=self.console_log, ssh_port=port,
             nvram=Path(storage.POOL_DIR) / self.volume("VARS.fd"), accel=self.accel,
-            fw_cfg=self.seed.fw_cfg, direct=self.direct)
+            fw_cfg=self.seed.fw_cfg, direct=self.direct, owner=self.run_.owner.attrs())
 
     def _boot(self) -> None:
         for attempt in range(3):
@@ -158,11 +158,10 @@ class Machine:
         self._connect_ssh()
 
     def _connect_ssh(self) -> None:
-        known = self.dir / "keys" / "known_hosts"
-        known.parent.mkdir(mode=0o700, exist_ok=True)
-        known.write_text(f"[127.0.0.1]:{self.port} {self.host_key.public}\n")
-        self._ssh = ssh.Connection(self.port, self.distro.boot.ssh_user, self.client_key,
-                                   self.host_key)
+        trust = ssh.trust_for(self.seed, self.host_key, self.port,
+                              self.dir / "keys" / "known_hosts", self.console_text)
+        user, password = self.seed.password_login or (self.distro.boot.ssh_user, None)
+        self._ssh = ssh.Connection(self.port, user, self.client_key, trust, password)
 
     def restore(self, saved) -> "Machine":
         """Become a copy of a saved machine (harness.vm.snapshot), on a new overlay."""
