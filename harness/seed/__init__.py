@@ -72,6 +72,7 @@ from harness.seed.base import (
     check_sizes,
     check_total,
     merge,
+    private_file,
     template,
     write_iso,
 )
@@ -160,7 +161,8 @@ def _ignition(intent: Intent, dest: Path, opts: dict) -> Media:
     files = {"config.ign": data}
     check_total(files, "fw_cfg")
     path = dest / "config.ign"
-    path.write_bytes(data)
+    with private_file(path) as f:  # libvirt gives it to QEMU's user while the domain runs
+        f.write(data)
     return Media(files, fw_cfg=((opts["fw_cfg"], path),),
                  host_key_given=intent.host_key is not None)
 
