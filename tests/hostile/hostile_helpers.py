@@ -2,6 +2,8 @@
 to `nobody`), a real sshd on 127.0.0.1, and tiny real libvirt domains that never
 boot an OS (started paused, no disk)."""
 
+from __future__ import annotations
+
 import os
 import socket
 import subprocess
@@ -55,7 +57,7 @@ class Sshd:
     host_key: keys.KeyPair
     proc: subprocess.Popen | None = None
 
-    def start(self, host_key: keys.KeyPair | None = None) -> "Sshd":
+    def start(self, host_key: keys.KeyPair | None = None) -> Sshd:
         """(Re)start with `host_key` (default: the current one) on the same port."""
         self.stop()
         self.host_key = host_key or self.host_key

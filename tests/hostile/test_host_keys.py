@@ -3,6 +3,8 @@ the guest, or for guests that make their own key (RancherOS, BurmillaOS, Snappy
 15.04) the key the console prints, else the first key offered, loudly. Against a
 real OpenSSH server on 127.0.0.1 with its own config, port and host key."""
 
+from __future__ import annotations
+
 import logging
 import secrets
 import subprocess

@@ -63,7 +63,7 @@ def test_planted_port_lock_symlink_does_not_truncate_victim(runtime, shared_tmp,
     victim = shared_tmp / "victim.txt"
     victim.write_text("precious")
     ports = paths.runtime_dir() / "ports"
-    ports.mkdir(exist_ok=True)
+    ports.mkdir(parents=True, exist_ok=True)
     (ports / "4242.lock").symlink_to(victim)
     runs.sweep(libvirt_conn)
     assert victim.read_text() == "precious"

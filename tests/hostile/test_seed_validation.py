@@ -43,22 +43,22 @@ def test_seed_refuses_authorized_key_that_smuggles_a_second_key():
 
 
 def test_rancher_cmdline_refuses_double_quote():
-    """The kernel's command line parser treats '"' as quoting: a value with one
-    could end the argument early and add arguments of its own."""
-    intent = _intent({"rancher": {"console": 'default" init=/bin/sh "x'}})
+    """The kernel's command line parser treats '"' as quoting: one unmatched '"'
+    swallows every later argument (ours and the boot loader's) into this value."""
+    intent = _intent({"rancher": {"console": 'ttyS0"'}})
     with pytest.raises(seed.SeedError, match=re.escape("extra.rancher.console")):
         cloudconfig.rancher_cmdline(cloudconfig.rancher(intent))
 
 
 BILLION_LAUGHS = """
-a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-cloud_config: {bomb: *g}
+cloud_config:
+  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
 """
 
 

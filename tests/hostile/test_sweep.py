@@ -2,6 +2,8 @@
 jobs): a sweep by one never touches the other while it lives. Real libvirt, real
 QEMU processes: the domains are started paused with no disk, so no OS boots."""
 
+from __future__ import annotations
+
 import os
 import secrets
 from pathlib import Path
