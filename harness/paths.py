@@ -27,15 +27,19 @@ def cache_dir() -> Path:
 def _runtime_candidate() -> Path:
     if env := os.environ.get("HARNESS_RUNTIME"):
         return Path(env)
+    if os.geteuid() == 0:
+        # Only root can write /run. Not root's XDG_RUNTIME_DIR (/run/user/0, mode
+        # 0700): QEMU, running as another user, must reach fw_cfg files below it.
+        return Path("/run") / APP
     if xdg := os.environ.get("XDG_RUNTIME_DIR"):
         return Path(xdg) / APP
-    if os.geteuid() == 0:
-        return Path("/run") / APP  # only root can write /run
     return Path("/tmp") / f"{APP}-{os.geteuid()}"
 
 
 def runtime_dir() -> Path:
     """Per-run files (keys, console logs, locks); `harness clean` sweeps it.
+    HARNESS_RUNTIME, else /run/container-os-harness for root, else
+    $XDG_RUNTIME_DIR/container-os-harness, else /tmp/container-os-harness-<uid>.
 
     Created with RUNTIME_MODE if missing; used only if it is a real folder (not a
     symlink) owned by us that nobody else can write, and whose parent nobody else

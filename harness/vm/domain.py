@@ -138,7 +138,19 @@ def _fw_cfg(root: ET.Element, items: tuple[tuple[str, Path], ...]) -> None:
             raise FwCfgPathError(
                 f"fw_cfg item {name} from {path}: a ',' would split QEMU's -fw_cfg option "
                 "(libvirt does not escape it); set HARNESS_RUNTIME to a folder without ','")
+        _check_reachable(path)
         _sub(sysinfo, "entry", name=name, file=str(path))
+
+
+def _check_reachable(path: Path) -> None:
+    """QEMU runs as another user (libvirt-qemu under qemu:///system) and opens the
+    file itself: every folder above it must let others pass (o+x)."""
+    for folder in path.parents:
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            raise FwCfgPathError(
+                f"fw_cfg file {path}: QEMU's user cannot pass {folder} (mode "
+                f"{folder.stat().st_mode & 0o7777:04o}); set HARNESS_RUNTIME to a folder "
+                "others may traverse (0711), e.g. under /run")
 
 
 def domain_xml(spec: DomainSpec) -> str:

@@ -12,6 +12,7 @@ volume whose owner it cannot tell.
 """
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -118,7 +119,7 @@ class Run:
         owner = Owner.current()
         parent = private_mkdir(runtime_dir() / "runs")
         path = private_mkdir(parent / run_id)  # 0711: QEMU opens fw_cfg files below it
-        (path / "owner.json").write_text(json.dumps(owner.attrs()))
+        (path / "owner.json").write_text(json.dumps(dataclasses.asdict(owner)))
         storage.create_marker(storage.pool(conn), owner.marker(run_id))
         return cls(run_id, path, owner)
 

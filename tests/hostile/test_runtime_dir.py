@@ -39,10 +39,11 @@ def test_symlinked_runtime_dir_is_refused(shared_tmp, monkeypatch):
         paths.runtime_dir()
 
 
-def test_root_default_runtime_dir_is_not_in_world_writable_tmp(monkeypatch):
-    """/tmp/container-os-harness-0 could be made by anyone first; root uses /run."""
+def test_root_default_runtime_dir_is_not_in_world_writable_tmp(monkeypatch, shared_tmp):
+    """/tmp/container-os-harness-0 could be made by anyone first; root uses /run
+    (not its own XDG_RUNTIME_DIR either: 0700, QEMU's user could not pass it)."""
     monkeypatch.delenv("HARNESS_RUNTIME", raising=False)
-    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(shared_tmp))
     assert os.geteuid() == 0, "the harness runs as root here"
     path = paths.runtime_dir()
     assert path == Path("/run/container-os-harness")
@@ -50,12 +51,18 @@ def test_root_default_runtime_dir_is_not_in_world_writable_tmp(monkeypatch):
     assert st.st_uid == 0 and not st.st_mode & 0o022
 
 
-def test_xdg_runtime_dir_is_preferred(shared_tmp, monkeypatch):
-    monkeypatch.delenv("HARNESS_RUNTIME", raising=False)
+def test_other_users_get_their_xdg_runtime_dir_not_tmp(shared_tmp, monkeypatch):
     xdg = shared_tmp / "xdg"
     xdg.mkdir(mode=0o700)
+    os.chown(xdg, NOBODY, NOBODY)
+    monkeypatch.delenv("HARNESS_RUNTIME", raising=False)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
-    assert paths.runtime_dir() == xdg / "container-os-harness"
+
+    def uses_xdg() -> None:
+        if paths.runtime_dir() != xdg / "container-os-harness":
+            raise AssertionError("not under XDG_RUNTIME_DIR")
+
+    assert other_user_can(uses_xdg)
 
 
 def test_planted_port_lock_symlink_does_not_truncate_victim(runtime, shared_tmp, libvirt_conn):

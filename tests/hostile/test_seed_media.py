@@ -70,3 +70,15 @@ def test_fw_cfg_path_with_comma_is_refused_before_qemu_parses_it(tmp_path):
     with pytest.raises(domain.FwCfgPathError, match="a ',' would split"):
         domain.domain_xml(spec)
 
+
+
+def test_fw_cfg_file_qemu_cannot_reach_is_a_clear_error(tmp_path):
+    """Not QEMU's "Permission denied" at start: the folder is named, and the fix."""
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    spec = domain.DomainSpec(
+        name="harness-x-y", run_id="x", memory_mib=64, firmware="bios", disks=(),
+        console_log=tmp_path / "c.log", ssh_port=2222,
+        fw_cfg=(("opt/com.coreos/config", private / "config.ign"),))
+    with pytest.raises(domain.FwCfgPathError, match=f"cannot pass {private} .mode 0700"):
+        domain.domain_xml(spec)
