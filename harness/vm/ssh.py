@@ -70,11 +70,6 @@ def banner(port: int, timeout: float = 2.0) -> str | None:
     return data.decode(errors="replace").strip() if data.startswith(b"SSH-") else None
 
 
-def fingerprint(key: paramiko.PKey) -> str:
-    """As OpenSSH shows it: SHA256:base64 without padding."""
-    return key.fingerprint
-
-
 @dataclass
 class HostKeyTrust:
     """The host keys the harness accepts from a guest, as (type, base64) pairs,
@@ -103,13 +98,14 @@ class HostKeyTrust:
             elif trusted[kind] != blob:
                 raise HostKeyMismatch(
                     f"guest on {name}: its console prints {kind} host key "
-                    f"{fingerprint(_key(kind, blob))}, not the trusted "
-                    f"{fingerprint(_key(kind, trusted[kind]))}: refusing to connect")
+                    f"{_key(kind, blob).fingerprint}, not the trusted "
+                    f"{_key(kind, trusted[kind]).fingerprint}: refusing to connect")
 
-    def record(self, name: str, kind: str, blob: str, how: str) -> None:
-        level = logging.INFO if how.startswith("read") else logging.WARNING
+    def record(self, name: str, kind: str, blob: str, how: str,
+               level: int = logging.INFO) -> None:
+        """Trust a key from now on; paramiko's `fingerprint` is OpenSSH's SHA256:base64."""
         log.log(level, "%s host key of the guest on %s %s: %s%s", kind, name, how,
-                fingerprint(_key(kind, blob)),
+                _key(kind, blob).fingerprint,
                 f" (recorded in {self.known_hosts})" if self.known_hosts else "")
         self.pinned.append((kind, blob))
         if self.known_hosts:
@@ -174,7 +170,7 @@ class Connection:
             client.close()
             raise HostKeyMismatch(
                 f"guest on 127.0.0.1:{self.port} offered {e.key.get_name()} host key "
-                f"{fingerprint(e.key)}, not the trusted {fingerprint(e.expected_key)} "
+                f"{e.key.fingerprint}, not the trusted {e.expected_key.fingerprint} "
                 "refusing to connect") from None
         except BaseException:
             client.close()
@@ -263,7 +259,7 @@ def _only_ed25519_hostkeys() -> dict:
 class _Refuse(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client, hostname, key):
         raise HostKeyMismatch(f"guest on {hostname} offered an unknown {key.get_name()} host "
-                              f"key {fingerprint(key)}: refusing to connect")
+                              f"key {key.fingerprint}: refusing to connect")
 
 
 class _FirstUse(paramiko.MissingHostKeyPolicy):
@@ -275,10 +271,10 @@ class _FirstUse(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client, hostname, key):
         if client.get_host_keys().lookup(hostname):  # a key is pinned, of another type
             raise HostKeyMismatch(
-                f"guest on {hostname} offered a {key.get_name()} host key {fingerprint(key)}, "
+                f"guest on {hostname} offered a {key.get_name()} host key {key.fingerprint}, "
                 "but a key of another type is trusted: refusing to connect")
         self.trust.record(hostname, key.get_name(), key.get_base64(),
-                          "TRUSTED ON FIRST USE (not verified)")
+                          "TRUSTED ON FIRST USE (not verified)", logging.WARNING)
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
