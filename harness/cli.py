@@ -12,7 +12,7 @@ import libvirt
 from harness import catalog, images, settings
 from harness.images import build
 from harness.log import log, setup_cli_logging
-from harness.paths import REPO
+from harness.paths import REPO, UnsafeRuntimeDir
 from harness.vm import accel, runs
 from harness.vm.session import (
     Options,
@@ -37,10 +37,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The main job: boot the distro, run the suites, say where the evidence is."""
     import pytest
 
+    distro = catalog.get(args.distro)  # an unknown name is a usage error, before any change
     artifacts = Path(args.artifacts).resolve()
     # A fresh folder per run, so the summary lists this run's console logs only.
-    shutil.rmtree(artifacts / args.distro, ignore_errors=True)
-    junit = artifacts / args.distro / "junit.xml"
+    fresh_folder(artifacts, distro.name)
+    junit = artifacts / distro.name / "junit.xml"
     started = time.monotonic()
     status = pytest.main([str(REPO / "tests" / "suites"), f"--distro={args.distro}",
                           f"--accel={args.accel}", f"--artifacts={artifacts}",
@@ -48,9 +49,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"\nharness run: {args.distro}: {'passed' if status == 0 else 'FAILED'} "
           f"in {time.monotonic() - started:.0f}s")
     print(f"  JUnit report:  {junit}")
-    for console in sorted((artifacts / args.distro).glob("*/console.log")):
+    for console in sorted((artifacts / distro.name).glob("*/console.log")):
         print(f"  console log:   {console}")
     return int(status)
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message names it and what to do."""
+
+
+def fresh_folder(parent: Path, name: str) -> Path:
+    """`parent/name` emptied (or made): only ever a folder directly inside `parent`;
+    a symlink there is removed, never followed."""
+    folder = parent / name
+    if name in ("", ".", "..") or "/" in name or "\0" in name or folder.parent != parent:
+        raise UsageError(f"{name!r} cannot name a folder inside {parent}")
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.is_dir():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
@@ -146,16 +165,17 @@ def cmd_seed(args: argparse.Namespace) -> int:
     """Write the first-boot media a distro would get, with throwaway keys, for inspection."""
     from harness import seed
     from harness.seed import keys
+    from harness.seed.base import private_file
 
     distro = catalog.get(args.distro)
-    out = Path(args.out).resolve()
+    extra = _read_extra(Path(args.extra)) if args.extra else {}
+    out = _out_folder(Path(args.out))
     keydir = out / "keys"
     client = keys.generate(keydir, "id_ed25519", "harness-seed-inspection")
     host = keys.generate(keydir, "ssh_host_ed25519_key", "harness-seed-inspection")
     fmt = args.format or distro.boot.seed
     options = distro.boot.seed_options if fmt == distro.boot.seed else {}
     try:
-        extra = Path(args.extra).read_text() if args.extra else {}
         intent = seed.Intent(hostname=args.hostname or distro.name.replace("_", "-").lower(),
                              user=distro.boot.ssh_user, authorized_keys=(client.public,),
                              host_key=host, extra=extra)
@@ -165,7 +185,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
         return 2
     for name, data in media.files.items():
         (out / "files" / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / "files" / name).write_bytes(data)
+        with private_file(out / "files" / name) as f:  # may hold the throwaway host key
+            f.write(data)
     print(f"{distro.name}: {fmt} seed in {out} (throwaway keys in {keydir})")
     shown = {"disk": media.disk, "fw_cfg": media.fw_cfg, "kernel args": media.kernel_args,
              "password login": media.password_login, "notes": media.notes}
@@ -176,6 +197,34 @@ def cmd_seed(args: argparse.Namespace) -> int:
     for name in media.files:
         print(f"  file            {out / 'files' / name}")
     return 0
+
+
+def _read_extra(path: Path) -> str:
+    try:
+        return path.read_bytes().decode()
+    except OSError as e:
+        raise UsageError(f"--extra {path}: cannot read it ({e.strerror}); give a YAML "
+                         "file of extra configuration") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--extra {path}: not UTF-8 text (byte {e.start}); "
+                         "save the YAML as UTF-8") from None
+
+
+def _out_folder(out: Path) -> Path:
+    """--out as a folder on disk, made if missing; never a file or a kernel file system."""
+    resolved = out.resolve()
+    kernel = next((p for p in ("/proc", "/sys", "/dev") if resolved.is_relative_to(p)), None)
+    if kernel:
+        raise UsageError(f"--out {out}: lies under {kernel}, a kernel file system; "
+                         "give a folder on disk")
+    if resolved.exists() and not resolved.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder; give a folder "
+                         "(it is made if missing)")
+    try:
+        resolved.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot make the folder ({e.strerror})") from None
+    return resolved
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -211,7 +260,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write report.md and report.html from a run's artifacts folder."""
     from harness import report
 
-    md, page = report.write(Path(args.artifacts_dir))
+    folder = Path(args.artifacts_dir)
+    if not folder.is_dir():
+        raise UsageError(f"report: {folder} is not a folder; give the artifacts folder a "
+                         "`harness run` or `harness matrix` wrote")
+    md, page = report.write(folder)
     print(f"report: {md}\n        {page}")
     return 0
 
@@ -321,8 +374,9 @@ def main(argv: list[str] | None = None) -> int:
         # SIGTERM unwinds like Ctrl-C, so sessions and `finally` blocks remove machines.
         with unwind_on_sigterm():
             return args.func(args)
-    except (catalog.CatalogError, images.ImageUnavailable, images.ImageUsageError,
-            accel.AccelError, build.BuildError, settings.SettingError, SessionError) as e:
+    except (UsageError, catalog.CatalogError, images.ImageUnavailable, images.ImageUsageError,
+            accel.AccelError, build.BuildError, settings.SettingError, SessionError,
+            UnsafeRuntimeDir) as e:
         log.error("%s", e)
         return 2
 

@@ -47,8 +47,9 @@ How each format maps it (a key a format cannot express is a SeedError):
      cloud-init read it on first boot, and that users, runcmd, units and ssh_keys
      apply there (its / is read-only; users go to extrausers).
  (7) Ubuntu Snappy 15.04 reads no first-boot configuration; the harness must log in
-     by password and cannot verify the host key (Media.password_login,
-     Media.host_key_given = False). The driver's SSH is key-only today.
+     by password and cannot verify the host key in advance (Media.password_login,
+     Media.host_key_given = False). harness.vm.ssh.trust_for pins the key the
+     console prints, else trusts the first key offered with a WARNING.
 
 Seed options (catalog `boot.seed_options`): `ignition_spec` (default 3.3.0),
 `fw_cfg` (opt/com.coreos/config for Fedora CoreOS, opt/org.flatcar-linux/config
@@ -73,6 +74,7 @@ from harness.seed.base import (
     check_sizes,
     check_total,
     merge,
+    private_file,
     template,
     write_iso,
 )
@@ -179,7 +181,8 @@ def _ignition(intent: Intent, dest: Path, opts: dict) -> Media:
     files = {"config.ign": data}
     check_total(files, "fw_cfg")
     path = dest / "config.ign"
-    path.write_bytes(data)
+    with private_file(path) as f:  # libvirt gives it to QEMU's user while the domain runs
+        f.write(data)
     return Media(files, fw_cfg=((opts["fw_cfg"], path),),
                  host_key_given=intent.host_key is not None)
 

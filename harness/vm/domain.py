@@ -4,9 +4,16 @@ Networking is QEMU user mode with `restrict=on` (the guest reaches nothing
 outside QEMU) and one forward from 127.0.0.1 to the guest's SSH port. libvirt's
 own <interface type='user'> cannot say either, so the NIC is passed as QEMU
 arguments with an explicit PCI slot that libvirt does not hand out.
+
+fw_cfg items (Ignition configs) go through libvirt's <sysinfo type='fwcfg'>,
+not raw QEMU arguments: libvirt then gives the file to QEMU's user for the
+domain's lifetime (measured with libvirt 9.0: a 0600 root file is chowned to
+libvirt-qemu while in use and back after), so the file, which carries the
+guest's host key, stays private. libvirt 9.0 passes the path to QEMU without
+escaping commas, so a path with a comma is refused (FwCfgPathError).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -56,6 +63,12 @@ class DomainSpec:
     open_network: bool = False  # users may opt out of restrict=on; tests never do
     fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, local file): Ignition configs
     direct: DirectBoot | None = None
+    # Who made it (harness.vm.runs.Owner.attrs()): sweeps tell a live run by it.
+    owner: dict[str, str] = field(default_factory=dict)
+
+
+class FwCfgPathError(ValueError):
+    """A fw_cfg file path QEMU's option parser would split."""
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -116,10 +129,32 @@ def _network(root: ET.Element, spec: DomainSpec) -> None:
     cmdline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
     args = ["-netdev", netdev_arg(spec.ssh_port, spec.open_network),
             "-device", f"virtio-net-pci,netdev=hn0,bus=pci.0,addr={NIC_SLOT}"]
-    for name, path in spec.fw_cfg:
-        args += ["-fw_cfg", f"name={name},file={path}"]
     for arg in args:
         ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", value=arg)
+
+
+def _fw_cfg(root: ET.Element, items: tuple[tuple[str, Path], ...]) -> None:
+    if not items:
+        return
+    sysinfo = _sub(root, "sysinfo", type="fwcfg")
+    for name, path in items:
+        if "," in str(path) or "," in name:
+            raise FwCfgPathError(
+                f"fw_cfg item {name} from {path}: a ',' would split QEMU's -fw_cfg option "
+                "(libvirt does not escape it); set HARNESS_RUNTIME to a folder without ','")
+        _check_reachable(path)
+        _sub(sysinfo, "entry", name=name, file=str(path))
+
+
+def _check_reachable(path: Path) -> None:
+    """QEMU runs as another user (libvirt-qemu under qemu:///system) and opens the
+    file itself: every folder above it must let others pass (o+x)."""
+    for folder in path.parents:
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            raise FwCfgPathError(
+                f"fw_cfg file {path}: QEMU's user cannot pass {folder} (mode "
+                f"{folder.stat().st_mode & 0o7777:04o}); set HARNESS_RUNTIME to a folder "
+                "others may traverse (0711), e.g. under /run")
 
 
 def domain_xml(spec: DomainSpec) -> str:
@@ -128,8 +163,11 @@ def domain_xml(spec: DomainSpec) -> str:
     meta = _sub(root, "metadata")
     mine = ET.SubElement(meta, f"{{{HARNESS_NS}}}run")
     mine.set("id", spec.run_id)
+    for key, value in spec.owner.items():
+        mine.set(key, value)
     _sub(root, "memory", str(spec.memory_mib), unit="MiB")
     _sub(root, "vcpu", str(spec.vcpus))
+    _fw_cfg(root, spec.fw_cfg)
     _os(root, spec)
     features = _sub(root, "features")
     _sub(features, "acpi")
@@ -152,5 +190,13 @@ def domain_xml(spec: DomainSpec) -> str:
 
 def run_id_of(xml: str) -> str | None:
     """The harness run that made a domain, or None if the harness did not make it."""
+    made = owner_of(xml)
+    return made[0] if made else None
+
+
+def owner_of(xml: str) -> tuple[str, dict[str, str]] | None:
+    """(run id, owner attributes) of a domain the harness made, else None."""
     el = ET.fromstring(xml).find(f"metadata/{{{HARNESS_NS}}}run")
-    return el.get("id") if el is not None else None
+    if el is None or not el.get("id"):
+        return None
+    return el.get("id"), {k: v for k, v in el.attrib.items() if k != "id"}

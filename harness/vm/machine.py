@@ -174,7 +174,7 @@ class Machine:
             memory_mib=self.distro.boot.memory_mib, firmware=self.distro.boot.firmware,
             disks=tuple(disks), console_log=self.console_log, ssh_port=port,
             nvram=Path(storage.POOL_DIR) / self.volume("VARS.fd"), accel=self.accel,
-            fw_cfg=self.seed.fw_cfg, direct=self.direct)
+            fw_cfg=self.seed.fw_cfg, direct=self.direct, owner=run.owner.attrs())
 
     def _boot(self) -> None:
         for attempt in range(3):
@@ -194,11 +194,14 @@ class Machine:
         self._connect_ssh()
 
     def _connect_ssh(self) -> None:
-        known = self.dir / "keys" / "known_hosts"
-        known.parent.mkdir(mode=0o700, exist_ok=True)
-        known.write_text(f"[127.0.0.1]:{self.port} {self.host_key.public}\n")
-        self._ssh = ssh.Connection(self.port, self.distro.boot.ssh_user, self.client_key,
-                                   self.host_key)
+        trust = ssh.trust_for(self.seed, self.host_key, self.port,
+                              self.dir / "keys" / "known_hosts", self.console_text)
+        user, password = self.seed.password_login or (self.distro.boot.ssh_user, None)
+        self._ssh = ssh.Connection(self.port, user, self.client_key, trust, password)
+
+    def trusted_keys(self) -> list[tuple[str, str]]:
+        """The guest host keys this machine's SSH trusts, as (type, base64)."""
+        return list(self._ssh.trust.pinned) if self._ssh else []
 
     def restore(self, saved) -> "Machine":
         """Become a copy of a saved machine (harness.vm.snapshot), on a new overlay."""
@@ -223,6 +226,11 @@ class Machine:
                 self.res.domain = self.conn.lookupByName(saved.domain_name)
                 self._mark("restore")
                 self._connect_ssh()
+                # The same guest: the host keys its template came to trust hold here too.
+                for kind, blob in template.trusted_keys():
+                    if (kind, blob) not in self._ssh.trust.pinned:
+                        self._ssh.trust.record(ssh.host_name(self.port), kind, blob,
+                                               f"trusted by {template.name}, saved")
                 self._watch("first command", self._answers, timeouts.get("boot"))
                 self._mark("command")
                 # The guest slept through the time since the save.
@@ -361,13 +369,18 @@ class Machine:
         """One command over SSH; a lost connection or guest is a MachineError with
         the console's last lines, never a raw paramiko exception."""
         try:
-            return self._ssh.run(cmd, timeout, sudo=sudo, stdin=stdin)
+            result = self._ssh.run(cmd, timeout, sudo=sudo, stdin=stdin)
         except ssh.HostKeyMismatch as e:
             raise self._error(MachineError, f"`{_short(cmd)}`: {e}") from None
         except SSH_ERRORS as e:
             self.check_alive()
             raise self._error(MachineError, f"`{_short(cmd)}`: {type(e).__name__}: "
                                             f"{e or 'connection lost'}") from e
+        if result.status == -1:  # the channel closed without an exit status
+            self.check_alive()
+            raise self._error(MachineError, f"`{_short(cmd)}`: the SSH connection closed "
+                                            "before the command finished")
+        return result
 
     def _answers(self) -> bool:
         """Whether a command runs (probe: the raw connection, so errors mean "not yet")."""

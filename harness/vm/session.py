@@ -101,7 +101,7 @@ class Session:
                                "start the daemons with `make services` "
                                "(virtlogd -d; libvirtd -d)") from None
         runs.sweep(self.conn)  # what earlier, killed runs left behind
-        self.run = runs.Run.start()
+        self.run = runs.Run.start(self.conn)
         self.templates = snapshot.Templates(self.conn) if self.options.saves else None
         log.info("harness: run %s (%s)", self.run.id, self.run.dir)
         return self

@@ -95,6 +95,11 @@ def base_volume(conn: libvirt.virConnect, image: Path, key: str) -> tuple[str, i
     return p.storageVolLookupByName(name).path(), vsize
 
 
+def create_marker(p: libvirt.virStoragePool, name: str) -> None:
+    """An empty volume whose name is the record (here: a run's owner)."""
+    p.createXML(_volume_xml(name, 0, "raw"), 0)
+
+
 def overlay(conn: libvirt.virConnect, name: str, backing: str, capacity: int) -> str:
     """A new qcow2 volume over `backing`; the base is never written."""
     vol = pool(conn).createXML(_volume_xml(name, capacity, "qcow2", backing), 0)

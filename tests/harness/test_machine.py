@@ -76,6 +76,7 @@ def test_qemu_killed_mid_command_is_a_machine_error_with_the_console(machine_fac
 
 def test_wrong_host_key_fails_in_seconds_not_after_the_boot_timeout(machine_factory, tmp_path):
     m = machine_factory("impostor")
+    real = m.host_key
     m.host_key = keys.generate(tmp_path, "other_host_key", "impostor")  # pin the wrong key
     m._connect_ssh()
     started = time.monotonic()
@@ -84,6 +85,8 @@ def test_wrong_host_key_fails_in_seconds_not_after_the_boot_timeout(machine_fact
     with pytest.raises(MachineError, match="host key"):
         m.run("true")
     assert time.monotonic() - started < 10
+    m.host_key = real  # the guest is fine: let teardown's checks in
+    m._connect_ssh()
 
 
 def test_shutdown_powers_off_and_leaves_nothing_running(machine_factory):

@@ -18,13 +18,10 @@ import pytest
 
 from harness import catalog, cli, images
 from harness.images import convert, fetch
-from tests.unit import conftest as shared
+from tests.helpers import Signer, bootable, sha256
 
 # The fixtures of tests/unit: a real 127.0.0.1 server, a throwaway cache, short retries,
 # a GPG key made for the tests, and one-entry catalogs.
-server, cache, policy, signer, tiny = (shared.server, shared.cache, shared.policy,
-                                       shared.signer, shared.tiny)
-bootable, sha256 = shared.bootable, shared.sha256
 
 SECRET = b"HOST-SECRET-" * 100
 
@@ -153,7 +150,7 @@ def test_a_swapped_image_with_matching_digests_fails_its_detached_signature(
 def test_a_signature_made_before_the_vendor_key_expired_still_verifies(tmp_path):
     from harness.images import signature  # new with the check; the module loads without
 
-    old = shared.Signer(tmp_path / "home")  # as CoreOS's 2015 key: expired since
+    old = Signer(tmp_path / "home")  # as CoreOS's 2015 key: expired since
     old.home.mkdir(mode=0o700)
     try:
         old.gpg("--quick-gen-key", "Expired <old@test.invalid>", "ed25519", "sign",

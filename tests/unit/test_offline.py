@@ -12,9 +12,9 @@ import socket
 
 import pytest
 
-from conftest import bootable, sha256
 from harness import catalog, cli, images
 from harness.images import fetch
+from tests.helpers import bootable, sha256
 
 CANONICAL = "https://download.test.invalid/tiny/1.0/tiny.img"
 

@@ -2,7 +2,6 @@
 throwaway cache, retry settings short enough for a unit test, and a GPG key made
 for the tests."""
 
-import hashlib
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 from harness import catalog
 from harness.catalog import Distro
 from harness.images.fetch import Policy
+from tests.helpers import Signer
 from tools.localserver import LocalServer
 
 
@@ -35,27 +35,6 @@ def policy() -> Policy:
     """Retries that finish in well under a second."""
     return Policy(attempts=4, backoff=0.01, max_backoff=0.05, connect_timeout=2,
                   read_timeout=0.5)
-
-
-class Signer:
-    """A GPG key made for the tests (never a vendor's): signs as Flatcar and CoreOS do."""
-
-    def __init__(self, home: Path):
-        self.home = home
-        self.key = home.parent / "test-signing-key.asc"
-
-    def gpg(self, *args: str, data: bytes = b"") -> bytes:
-        return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--yes",
-                               "--pinentry-mode", "loopback", "--passphrase", "", *args],
-                              input=data, capture_output=True, check=True).stdout
-
-    def clearsign(self, text: str) -> str:
-        """As Flatcar's .DIGESTS.asc: the checksum file, clearsigned."""
-        return self.gpg("--clearsign", data=text.encode()).decode()
-
-    def detached(self, data: bytes) -> bytes:
-        """As CoreOS's .sig: a binary detached signature of the file itself."""
-        return self.gpg("--detach-sign", data=data)
 
 
 @pytest.fixture(scope="session")
@@ -100,17 +79,3 @@ def tiny(tmp_path: Path) -> Callable[[str], Distro]:
         p.write_text(TINY.format(image=image))
         return catalog.load(p)["tiny"]
     return make
-
-
-def bootable(size: int = 64 * 1024, seed: int = 1) -> bytes:
-    """Bytes that pass for a raw disk: varied content and an MBR boot signature."""
-    out, block = bytearray(), str(seed).encode()
-    while len(out) < size:
-        block = hashlib.sha256(block).digest()
-        out += block
-    out[510:512] = b"\x55\xaa"
-    return bytes(out[:size])
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
