@@ -32,8 +32,9 @@ MARKERS = {
     "evidence.CHECKS), e.g. allow('segfault')": "",
     "promise(*names): the test checks these catalog promises (harness.plugin.promises."
     "PROMISES); skipped before any boot, in the catalog's words, where they are not made": "",
-    "bug(url, affected, fixed, symptom): reproduces a reported bug; parametrize the test "
-    "over `bug_distro`; on the affected distros it must fail with the symptom": "",
+    "bug(url, affected, fixed, affected_versions, fixed_versions): reproduces a reported "
+    "bug; parametrize the test over `bug_distro`; on the affected distros it must fail "
+    "with the bug's symptom (pytest.fail), anything else is a real failure": "",
 }
 
 

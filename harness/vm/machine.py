@@ -373,14 +373,22 @@ class Machine:
         except ssh.HostKeyMismatch as e:
             raise self._error(MachineError, f"`{_short(cmd)}`: {e}") from None
         except SSH_ERRORS as e:
-            self.check_alive()
+            self._check_alive_a_while()
             raise self._error(MachineError, f"`{_short(cmd)}`: {type(e).__name__}: "
                                             f"{e or 'connection lost'}") from e
         if result.status == -1:  # the channel closed without an exit status
-            self.check_alive()
+            self._check_alive_a_while()
             raise self._error(MachineError, f"`{_short(cmd)}`: the SSH connection closed "
                                             "before the command finished")
         return result
+
+    def _check_alive_a_while(self, seconds: float = 3.0) -> None:
+        """check_alive() for a few seconds: a connection that drops because QEMU died
+        drops before libvirt has noticed the domain is gone."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.check_alive()
+            time.sleep(0.3)
 
     def _answers(self) -> bool:
         """Whether a command runs (probe: the raw connection, so errors mean "not yet")."""

@@ -131,12 +131,22 @@ class Run:
 
 
 def alive(run_dir: Path) -> bool:
-    """Whether the run of a folder under our runtime dir still runs."""
+    """Whether the run of a folder under our runtime dir may still run: only a record
+    that says its process is gone makes it dead. A record of an older harness (pid
+    and start time only) is checked by those; one that cannot be read is left alone."""
     try:
-        owner = Owner.from_attrs(json.loads((run_dir / "owner.json").read_text()))
+        record = json.loads((run_dir / "owner.json").read_text())
+    except FileNotFoundError:
+        return False  # a folder with no record at all: a run killed as it started
     except (OSError, ValueError):
-        return False
-    return owner is not None and owner.state() != "dead"
+        return True
+    owner = Owner.from_attrs(record) if isinstance(record, dict) else None
+    if owner is not None:
+        return owner.state() != "dead"
+    try:
+        return _start_time(int(record["pid"])) == record["start"]
+    except (KeyError, TypeError, ValueError):
+        return True
 
 
 class PortLock:

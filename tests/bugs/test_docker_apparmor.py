@@ -18,7 +18,7 @@ import pytest
 from harness import catalog
 from harness.images import dockerimage
 
-URL = "https://github.com/moby/moby/issues/44900"
+URL = catalog.get("refos-noapparmor").reproduces[0].url  # one source: the catalog
 AFFECTED_VERSIONS = ["Docker Engine 23.0.0"]
 FIXED_VERSIONS = ["Docker Engine 23.0.1 (moby#44942)", "Docker Engine 23.0.2 (moby#45043)"]
 # The message #44900 quotes; the path before apparmor_parser varies by build.

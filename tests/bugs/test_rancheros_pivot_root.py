@@ -15,6 +15,7 @@ import pytest
 from harness.images import dockerimage
 
 URL = "https://github.com/rancher/os/issues/2378"
+SYMPTOM = "pivot_root invalid argument"  # as rancher/os#2378 quotes Docker's error
 
 
 @pytest.mark.vm
@@ -26,6 +27,7 @@ def test_docker_runs_a_container_from_an_uninstalled_iso_boot(bug_distro, boot_b
     m.succeed("docker load", stdin=dockerimage.build())
     result = m.run(f"docker run --rm --network none {dockerimage.TAG} true")
     if result.status != 0:
+        assert SYMPTOM in result.stderr, f"docker run failed, but not with the bug: {result}"
         log = m.run("dmesg | tail -n 20").stdout.strip()
-        pytest.fail(f"docker run failed on {bug_distro}: {result.stderr.strip()}\n"
+        pytest.fail(f"reproduced on {bug_distro}: {result.stderr.strip()}\n"
                     f"--- kernel ---\n{log}")
