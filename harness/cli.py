@@ -43,8 +43,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     fresh_folder(artifacts, distro.name)
     junit = artifacts / distro.name / "junit.xml"
     started = time.monotonic()
+    passed_on = [f"--libvirt-uri={args.libvirt_uri}", *(["--offline"] if args.offline else []),
+                 *([f"--image={args.image}"] if args.image else [])]
     status = pytest.main([str(REPO / "tests" / "suites"), f"--distro={args.distro}",
-                          f"--accel={args.accel}", f"--artifacts={artifacts}",
+                          f"--accel={args.accel}", f"--artifacts={artifacts}", *passed_on,
                           f"--junitxml={junit}", "-p", "no:cacheprovider", *args.pytest_args])
     print(f"\nharness run: {args.distro}: {'passed' if status == 0 else 'FAILED'} "
           f"in {time.monotonic() - started:.0f}s")
@@ -91,7 +93,11 @@ def cmd_boot(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    conn = libvirt.open(args.libvirt_uri)
+    """Remove what runs that are no longer alive left behind (never a live run's)."""
+    try:
+        conn = libvirt.open(args.libvirt_uri)
+    except libvirt.libvirtError as e:
+        raise SessionError(f"cannot connect to libvirt at {args.libvirt_uri}: {e}") from None
     removed = runs.sweep(conn)
     print(f"removed {len(removed)} leftover(s) of dead runs" if removed else "nothing to clean")
     return 0
@@ -124,6 +130,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         log.error("--import %s: not a folder", args.import_dir)
         return 2
     distros = [catalog.get(name) for name in args.distro]
+    if args.image and len(distros) != 1:
+        raise UsageError(f"--image={args.image}: give it with one distro, not {len(distros)}")
     if args.urls:
         listed = [images.needed_files(d, dataclasses.replace(policy, attempts=1), args.offline)
                   for d in distros]
@@ -302,6 +310,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="boot a distro and run the suites against it")
     r.add_argument("--distro", default="refos")
     r.add_argument("--accel", default="auto")
+    r.add_argument("--offline", action="store_true", help="use cached images only")
+    r.add_argument("--image", default=None, help="boot this local image file instead")
     r.add_argument("--artifacts", default=str(REPO / "artifacts"))
     r.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
     r.set_defaults(func=cmd_run)

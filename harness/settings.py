@@ -103,12 +103,6 @@ def get(name: str):
         raise SettingError(f"{name}={raw!r}: {e} ({setting.help})") from None
 
 
-def image_file(variable: str) -> Path | None:
-    """The local image a HARNESS_IMAGE_<DISTRO> variable names, if set."""
-    raw = os.environ.get(variable, "")
-    return _path(raw) if raw else None
-
-
 def check() -> None:
     """Read every HARNESS_* variable once; refuse unknown names and bad values."""
     for name in sorted(os.environ):

@@ -174,7 +174,9 @@ def _check_registries(d: Distro, where: str) -> None:
     if d.image.build and d.image.build not in Artifacts.DISKS:
         raise CatalogError(f"{where}: field 'image.build' is {d.image.build!r}, expected "
                            f"one of {', '.join(Artifacts.DISKS)}")
-    if d.image.env and not ENV.fullmatch(d.image.env):
+    from harness import settings
+
+    if d.image.env and (not ENV.fullmatch(d.image.env) or d.image.env in settings.SETTINGS):
         raise CatalogError(f"{where}: field 'image.env' is {d.image.env!r}: it must be "
                            "HARNESS_IMAGE_ and capitals, digits or '_'")
 

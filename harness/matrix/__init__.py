@@ -175,8 +175,31 @@ def run(names: list[str], opts: Options, free_mib: dict[str, int],
     hosts = Hosts(free_mib, opts.margin_mib)
     resolve = resolve or (lambda name: _resolve(name, opts.offline))
     with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:
-        results = list(pool.map(lambda job: _one(job, opts, hosts, resolve), plan))
+        try:
+            results = list(pool.map(lambda job: _one(job, opts, hosts, resolve), plan))
+        except KeyboardInterrupt:  # SIGTERM too: each distro's pytest removes its machines
+            _stop_children()
+            raise
     return {job.distro: status for job, status in zip(plan, results, strict=True)}
+
+
+# The distros' pytest processes now running, so an interrupted matrix can stop them.
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+def _stop_children() -> None:
+    """SIGTERM each running distro's pytest (it unwinds and removes its machines)
+    and wait for it."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for proc in children:
+        proc.terminate()
+    for proc in children:
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _resolve(name: str, offline: bool) -> None:
@@ -232,8 +255,14 @@ def _pytest(job: Job, opts: Options, uri: str, folder: Path) -> dict:
     log.info("matrix: %s on %s: %s", job.distro, uri, " ".join(cmd[3:]))
     started = time.monotonic()
     with open(folder / "pytest.log", "w") as out:
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                              check=False).returncode
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(proc)
+        try:
+            code = proc.wait()
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(proc)
     return {"ran": True, "exit_code": code, "libvirt_uri": uri,
             "seconds": round(time.monotonic() - started, 1),
             **_outcomes(folder / "junit.xml")}

@@ -6,9 +6,7 @@ harness.vm.session.Session; the fixtures below only map pytest's scopes, markers
 and evidence onto it.
 """
 
-import json
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,9 +236,11 @@ def harness_session(pytestconfig: pytest.Config) -> Iterator[Session]:
     try:
         yield session
     finally:
-        for m in session.machines:
-            _keep_evidence(session.options.artifacts, m)
-        session.close()
+        try:  # every machine's console and timings, templates included
+            for m in session.machines:
+                evidence.keep(m, session.options.artifacts / m.distro.name / m.name)
+        finally:
+            session.close()
 
 
 @pytest.fixture(scope="session")
@@ -317,7 +317,6 @@ class MachineFactory:
         per_test = isinstance(item, pytest.Item)
         problems: list[str] = []
         for m in self.machines:
-            _keep_evidence(self.session.options.artifacts, m)
             if per_test and m.running():
                 problems += _check_and_record(item, m, 0, 0)
                 if (_failed(item) or problems) and item.config.getoption("--keep-vm"):
@@ -326,19 +325,6 @@ class MachineFactory:
             m.destroy()
         if problems:
             pytest.fail("badness found after the test:\n  " + "\n  ".join(problems))
-
-
-def _keep_evidence(artifacts: Path, m: Machine) -> None:
-    """Console log, domain XML, this machine's timings and those of the cold boot
-    behind it (boot.json: a restored machine's template's)."""
-    dest = artifacts / m.distro.name / m.name
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("console.log", "domain.xml"):
-        if (m.dir / name).exists():
-            shutil.copy(m.dir / name, dest / name)
-    (dest / "timings.json").write_text(json.dumps(m.timings, indent=2) + "\n")
-    boot = {"machine": m.template.name if m.template else m.name, "timings": m.boot_timings}
-    (dest / "boot.json").write_text(json.dumps(boot, indent=2) + "\n")
 
 
 @pytest.fixture(scope="session")

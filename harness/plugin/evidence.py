@@ -47,19 +47,29 @@ def guest_clock_us(machine) -> int:
     return int(float(uptime[0]) * 10**6) if uptime else 0
 
 
-def save(machine, dest: Path, journal: bool) -> Path:
-    """Console log, domain XML, seed contents (private keys redacted), timings,
-    and the guest journal when asked (a failed test)."""
+def keep(machine, dest: Path) -> Path:
+    """What every machine leaves: console log, domain XML, its timings, and those of
+    the cold boot behind it (boot.json: a restored machine's template's)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("console.log", "domain.xml"):
         if (machine.dir / name).exists():
             shutil.copy(machine.dir / name, dest / name)
+    (dest / "timings.json").write_text(json.dumps(machine.timings, indent=2) + "\n")
+    template = machine.template or machine
+    boot = {"machine": template.name, "timings": machine.boot_timings}
+    (dest / "boot.json").write_text(json.dumps(boot, indent=2) + "\n")
+    return dest
+
+
+def save(machine, dest: Path, journal: bool) -> Path:
+    """What a failed test's machine leaves besides (keep): the seed contents (private
+    keys redacted) and, when asked, the guest journal."""
+    keep(machine, dest)
     seed_dir = dest / "seed"
     secret = machine.host_key.private_pem if machine.host_key else ""
     for name, data in getattr(machine.seed, "files", {}).items():
         (seed_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (seed_dir / name).write_bytes(redact(data, secret))
-    (dest / "timings.json").write_text(json.dumps(machine.timings, indent=2) + "\n")
     if journal and machine.res.domain is not None:
         try:
             text = machine.run("journalctl -b --no-pager -o short-monotonic").stdout

@@ -7,6 +7,8 @@ words (`promises.notes`), before a machine fixture boots anything.
 
 from collections.abc import Callable
 
+import pytest
+
 from harness.catalog import Distro
 
 
@@ -62,7 +64,7 @@ def unmet(names: list[str], distro: Distro) -> str | None:
     """Why `distro` does not make one of the promises `names`, or None."""
     for name in names:
         if name not in PROMISES:
-            raise ValueError(f"unknown promise {name!r}; known: {', '.join(PROMISES)}")
+            raise pytest.UsageError(f"unknown promise {name!r}; known: {', '.join(PROMISES)}")
         if why := PROMISES[name](distro):
             return f"{distro.name}: {why}"
     return None

@@ -42,7 +42,13 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from harness.updates import PreconditionMissing, Refused, SlotStatus, adapter
+from harness.updates import (
+    PreconditionMissing,
+    Refused,
+    SlotStatus,
+    adapter,
+    classify_failure,
+)
 from harness.vm import timeouts
 
 # The disk layout of both (coreos/scripts build_library/disk_layout.json @ a6824e7b and
@@ -249,7 +255,8 @@ class UpdateEngine:
         before = self.status(machine)
         result = machine.run("update_engine_client -update", timeouts.get("ready"))
         if result.status != 0:
-            raise Refused(f"{self.distro.name}: {result.describe('update_engine_client -update')}")
+            raise classify_failure(result.describe("update_engine_client -update"),
+                                   f"{self.distro.name}: update_engine")
         fields = parse_engine_status(machine.succeed("update_engine_client -status"))
         return SlotStatus(other(before.slot), staged_version(fields))
 

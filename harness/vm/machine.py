@@ -177,21 +177,29 @@ class Machine:
             fw_cfg=self.seed.fw_cfg, direct=self.direct, owner=run.owner.attrs())
 
     def _boot(self) -> None:
+        def create(port: int) -> libvirt.virDomain:
+            self.xml = domain.domain_xml(self._spec(port))
+            (self.dir / "domain.xml").write_text(self.xml)
+            return self.conn.createXML(self.xml, 0)
+
+        self._start_on_a_free_port(create)
+        self._connect_ssh()
+
+    def _start_on_a_free_port(self, start: Callable[[int], libvirt.virDomain]) -> None:
+        """Lock a 127.0.0.1 port and start the domain with its SSH forward there; try
+        another port when someone outside the harness took it meanwhile."""
         for attempt in range(3):
             self.res.port = runs.PortLock()
-            self.xml = domain.domain_xml(self._spec(self.res.port.port))
-            (self.dir / "domain.xml").write_text(self.xml)
             try:
-                self.res.domain = self.conn.createXML(self.xml, 0)
-                break
+                self.started = time.monotonic()
+                self.res.domain = start(self.port)
+                return
             except libvirt.libvirtError as e:
                 self.res.port.release()
                 self.res.port = None
                 if "host forwarding" not in str(e) or attempt == 2:
                     raise
                 log.info("%s: port taken by someone else, retrying on another", self.name)
-        self.started = time.monotonic()
-        self._connect_ssh()
 
     def _connect_ssh(self) -> None:
         trust = ssh.trust_for(self.seed, self.host_key, self.port,
@@ -217,13 +225,16 @@ class Machine:
                                 saved.vsize)
                 nvram = storage.clone(self.conn, saved.nvram_volume, self.volume("VARS.fd")) \
                     if saved.nvram_volume else ""
-                self.res.port = runs.PortLock()
-                self.xml = snapshot.retarget(saved.xml, self.volume("disk.qcow2"), nvram,
-                                             self.console_log, self.port, self.session.run.id)
-                (self.dir / "domain.xml").write_text(self.xml)
-                self.started = time.monotonic()
-                self.conn.restoreFlags(str(saved.file), self.xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)
-                self.res.domain = self.conn.lookupByName(saved.domain_name)
+
+                def restore(port: int) -> libvirt.virDomain:
+                    self.xml = snapshot.retarget(saved.xml, self.volume("disk.qcow2"), nvram,
+                                                 self.console_log, port, self.session.run.id)
+                    (self.dir / "domain.xml").write_text(self.xml)
+                    self.conn.restoreFlags(str(saved.file), self.xml,
+                                           libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                    return self.conn.lookupByName(saved.domain_name)
+
+                self._start_on_a_free_port(restore)
                 self._mark("restore")
                 self._connect_ssh()
                 # The same guest: the host keys its template came to trust hold here too.
@@ -466,6 +477,11 @@ class Machine:
                 return True
             queued = self._ssh.run(f"systemctl list-jobs --no-legend --plain {q}",
                                    timeouts.get("ssh_command")).stdout.strip()
+            if state == "inactive" and not queued:  # its job may have just finished
+                state = self._ssh.run(f"systemctl is-active {q}",
+                                      timeouts.get("ssh_command")).stdout.strip()
+                if state == "active":
+                    return True
             if state == "failed" or (state == "inactive" and not queued):
                 status = self._ssh.run(f"systemctl status --no-pager -n 20 {q}",
                                        timeouts.get("ssh_command")).stdout
@@ -494,7 +510,12 @@ class Machine:
             r = self._ssh.run("cat /proc/sys/kernel/random/boot_id", timeouts.get("ssh_command"))
             if r.status != 0 or r.stdout.strip() in ("", old):
                 return False
-            return settle is None or settle()
+            try:
+                return settle is None or settle()
+            except BootFailure:
+                raise
+            except MachineError:  # the guest rebooted again under `settle`: not yet
+                return False
 
         budget = (timeouts.get("reboot") + timeouts.get("boot")) * boots
         started = time.monotonic()
@@ -531,11 +552,15 @@ class Machine:
                 self.succeed(f"cp {shlex.quote(remote)} {tmp} && "
                              f"chown {shlex.quote(self.distro.boot.ssh_user)} {tmp} && "
                              f"chmod 600 {tmp}")
-                sftp = self._ssh.sftp(timeouts.get("ssh_command"))
                 try:
-                    sftp.get(tmp, str(local))
-                finally:
-                    sftp.close()
+                    sftp = self._ssh.sftp(timeouts.get("ssh_command"))
+                    try:
+                        sftp.get(tmp, str(local))
+                    finally:
+                        sftp.close()
+                except SSH_ERRORS as e:
+                    self._check_alive_a_while()
+                    raise self._error(MachineError, f"copy {remote}: {e}") from e
             finally:
                 self.run(f"rm -f {tmp}")
 

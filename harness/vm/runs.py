@@ -23,6 +23,7 @@ import secrets
 import shutil
 import socket
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,8 +137,11 @@ def alive(run_dir: Path) -> bool:
     and start time only) is checked by those; one that cannot be read is left alone."""
     try:
         record = json.loads((run_dir / "owner.json").read_text())
-    except FileNotFoundError:
-        return False  # a folder with no record at all: a run killed as it started
+    except FileNotFoundError:  # no record: a run starting now, or killed as it started
+        try:
+            return time.time() - run_dir.stat().st_mtime < 60
+        except OSError:
+            return False
     except (OSError, ValueError):
         return True
     owner = Owner.from_attrs(record) if isinstance(record, dict) else None

@@ -100,20 +100,30 @@ class Session:
             raise SessionError(f"cannot connect to libvirt at {self.options.libvirt_uri}: {e}\n"
                                "start the daemons with `make services` "
                                "(virtlogd -d; libvirtd -d)") from None
-        runs.sweep(self.conn)  # what earlier, killed runs left behind
-        self.run = runs.Run.start(self.conn)
+        try:
+            runs.sweep(self.conn)  # what earlier, killed runs left behind
+            self.run = runs.Run.start(self.conn)
+        except (libvirt.libvirtError, OSError) as e:  # UnsafeRuntimeDir is an OSError
+            self.conn.close()
+            raise SessionError(f"cannot start a run: {e}") from None
         self.templates = snapshot.Templates(self.conn) if self.options.saves else None
         log.info("harness: run %s (%s)", self.run.id, self.run.dir)
         return self
 
     def close(self) -> None:
-        """Remove every machine and save of this run; safe to call twice."""
-        for m in self.machines:
-            m.destroy()
+        """Remove every machine and save of this run; safe to call twice. One failure
+        is logged and the rest still go (the final sweep takes what is left)."""
+        steps = [m.destroy for m in self.machines]
         if self.templates is not None:
-            self.templates.close()
+            steps.append(self.templates.close)
         if self.conn is not None and self.run is not None:
-            runs.sweep(self.conn, finished=frozenset({self.run.id}))
+            steps.append(lambda: runs.sweep(self.conn, finished=frozenset({self.run.id})))
+        for close in steps:
+            try:
+                close()
+            except Exception as e:
+                log.warning("harness: cleanup step failed, going on: %s", e)
+        if self.conn is not None:
             self.conn.close()
             self.conn = None
 
