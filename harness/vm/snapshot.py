@@ -22,7 +22,7 @@ from xml.etree import ElementTree as ET
 
 import libvirt
 
-from harness.log import step
+from harness.log import log, step
 from harness.vm import domain, storage
 
 
@@ -103,13 +103,23 @@ class Templates:
         self.holders: dict[str, object] = {}
 
     def restore(self, key: str, boot_template: Callable[[], object], machine) -> object:
+        """`machine`, restored from the save of recipe `key` (made first by booting a
+        template). A save that no longer restores (a volume or file of it is gone)
+        is said once and replaced by a new cold boot, never silently reused."""
         if key not in self.saves:
             self.saves[key] = save(boot_template(), key)
         holder = self.holders.get(key)
         if holder is not None and holder.res.domain is not None:
             holder.destroy()
         self.holders[key] = machine
-        return machine.restore(self.saves[key])
+        try:
+            return machine.restore(self.saves[key])
+        except libvirt.libvirtError as e:
+            log.warning("%s: the save of recipe %s does not restore (%s); booting a new "
+                        "template to replace it", machine.name, key, e)
+            self.saves.pop(key).close(self.conn)
+            self.saves[key] = save(boot_template(), key)
+            return machine.restore(self.saves[key])
 
     def close(self) -> None:
         for holder in self.holders.values():
