@@ -5,6 +5,7 @@ pytest loads plugins differs there from `make run`, which once broke testinfra's
 bug it reproduces, not as red."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,8 +21,10 @@ SUITES = ("test_testinfra_host.py", "test_facts.py", "test_docker.py")
 
 
 @pytest.fixture(scope="module")
-def matrix_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
-    artifacts = tmp_path_factory.mktemp("matrix")
+def matrix_run() -> tuple[subprocess.CompletedProcess, Path]:
+    """The run, kept in artifacts/matrix-test/ (report.html included) for people to read."""
+    artifacts = REPO / "artifacts" / "matrix-test"
+    shutil.rmtree(artifacts, ignore_errors=True)  # this test's own folder, from its last run
     cmd = [sys.executable, "-m", "harness", "matrix", "--distro", "refos,refos-noapparmor",
            "--offline", "--artifacts", str(artifacts), "--margin-mib", "512"]
     cmd += [a for s in SUITES for a in ("--suite", str(REPO / "tests/suites" / s))]
