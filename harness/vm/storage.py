@@ -87,7 +87,7 @@ def base_volume(conn: libvirt.virConnect, image: Path, key: str) -> tuple[str, i
     vsize = json.loads(subprocess.run(
         ["qemu-img", "info", "--output=json", str(image)],
         check=True, capture_output=True, text=True).stdout)["virtual-size"]
-    # Sessions running side by side on this host upload a base once, one at a time.
+    # Sessions sharing this cache folder (one user's parallel runs) upload a base once.
     locks = cache_dir() / "locks"
     locks.mkdir(parents=True, exist_ok=True)
     with open(locks / f"base-{key}.lock", "a") as lock:
