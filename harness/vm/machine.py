@@ -27,6 +27,10 @@ from harness.vm import domain, runs, snapshot, ssh, storage, timeouts
 
 # Console lines that end a boot: waiting longer cannot help.
 FATAL = [
+    # Ignition's own verdict (coreos/ignition v2.14.0 internal/main.go logs "Ignition
+    # failed: ..." at CRITICAL); refos-ignition's initramfs forwards its journal to the
+    # console. First, so the quote is Ignition's error and not the emergency shell after it.
+    (re.compile(r"ignition\[\d+\]: .*Ignition failed: .*"), "Ignition failed"),
     (evidence.BADNESS["kernel-panic"], "kernel panic"),
     (evidence.BADNESS["emergency-shell"], "emergency shell"),
     (re.compile(r"Give root password for maintenance.*|\(initramfs\) "), "emergency shell"),
