@@ -60,6 +60,7 @@ Debian, so only the config-2 layout is read back (by cloud-init's reader).
 """
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -160,7 +161,9 @@ def _ignition(intent: Intent, dest: Path, opts: dict) -> Media:
     files = {"config.ign": data}
     check_total(files, "fw_cfg")
     path = dest / "config.ign"
-    path.write_bytes(data)
+    # 0600: it holds the guest's private host key; libvirt lends it to QEMU (harness.vm.domain).
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+        f.write(data)
     return Media(files, fw_cfg=((opts["fw_cfg"], path),),
                  host_key_given=intent.host_key is not None)
 

@@ -53,7 +53,7 @@ class DomainSpec:
     vcpus: int = 1
     accel: str = "tcg"  # "kvm" or "tcg"
     open_network: bool = False  # users may opt out of restrict=on; tests never do
-    fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, local file): Ignition configs
+    fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, file on the host): Ignition configs
     direct: DirectBoot | None = None
 
 
@@ -112,10 +112,19 @@ def _network(root: ET.Element, spec: DomainSpec) -> None:
     cmdline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
     args = ["-netdev", netdev_arg(spec.ssh_port, spec.open_network),
             "-device", f"virtio-net-pci,netdev=hn0,bus=pci.0,addr={NIC_SLOT}"]
-    for name, path in spec.fw_cfg:
-        args += ["-fw_cfg", f"name={name},file={path}"]
     for arg in args:
         ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", value=arg)
+
+
+def _fw_cfg(root: ET.Element, spec: DomainSpec) -> None:
+    """QEMU fw_cfg items (Ignition's config) through libvirt's <sysinfo type='fwcfg'>,
+    not a -fw_cfg argument: libvirt (9.0 here) then hands the file to the QEMU user
+    for the domain's lifetime, so the config, which holds the guest's private host
+    key, stays mode 0600; with -fw_cfg QEMU must be able to read it as any user."""
+    if spec.fw_cfg:
+        sysinfo = _sub(root, "sysinfo", type="fwcfg")
+        for name, path in spec.fw_cfg:
+            _sub(sysinfo, "entry", name=name, file=str(path))
 
 
 def domain_xml(spec: DomainSpec) -> str:
@@ -126,6 +135,7 @@ def domain_xml(spec: DomainSpec) -> str:
     mine.set("id", spec.run_id)
     _sub(root, "memory", str(spec.memory_mib), unit="MiB")
     _sub(root, "vcpu", str(spec.vcpus))
+    _fw_cfg(root, spec)
     _os(root, spec)
     features = _sub(root, "features")
     _sub(features, "acpi")

@@ -34,6 +34,8 @@ FATAL = [
     (evidence.BADNESS["kernel-panic"], "kernel panic"),
     (evidence.BADNESS["emergency-shell"], "emergency shell"),
     (re.compile(r"Give root password for maintenance.*|\(initramfs\) "), "emergency shell"),
+    # dracut's (modules.d/98dracut-systemd/dracut-emergency.sh), as refos-ignition has.
+    (re.compile(r"Entering emergency mode\. Exit the shell to continue\."), "emergency shell"),
 ]
 SSH_ERRORS = (OSError, EOFError, TimeoutError, paramiko.SSHException)
 

@@ -65,3 +65,21 @@ def test_direct_kernel_boot_validates_and_replaces_the_boot_device(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     os_el = ET.fromstring(xml).find("os")
     assert os_el.find("boot") is None and os_el.find("cmdline").text == direct.cmdline
+
+
+def test_fw_cfg_goes_through_sysinfo_so_libvirt_lends_the_file_to_qemu(tmp_path):
+    """Not a -fw_cfg argument: libvirt chowns a <sysinfo type='fwcfg'> file to the QEMU
+    user while the domain runs, so an Ignition config (with a private host key) can
+    stay 0600; tests/harness/test_ignition.py boots it."""
+    config = Path("/run/harness/config.ign")
+    xml = domain.domain_xml(_spec(fw_cfg=(("opt/com.coreos/config", config),)))
+    path = tmp_path / "domain.xml"
+    path.write_text(xml)
+    out = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    root = ET.fromstring(xml)
+    (entry,) = root.findall("sysinfo[@type='fwcfg']/entry")
+    assert (entry.get("name"), entry.get("file")) == ("opt/com.coreos/config", str(config))
+    args = [a.get("value") for a in root.iter(f"{{{domain.QEMU_NS}}}arg")]
+    assert "-fw_cfg" not in args
