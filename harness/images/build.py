@@ -139,7 +139,7 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     _set_release(tree, versions["base"], build_id, "noapparmor")
     with step(f"disk refos-noapparmor.qcow2 (version {versions['base']})", "image"):
         _disk(out, tree, "refos-noapparmor", recipe["disk"], versions["base"], boot)
-    shutil.rmtree(tree)
+    _remove_tree(tree)
     with step("refos-ignition: dracut and Ignition in, cloud-init out", "image"):
         _ignition_tree(ignition, debs, recipe["ignition"])
     shutil.copy(_one(ignition / "boot", "initrd.img-*"), out / "initrd-ignition.img")
@@ -149,7 +149,7 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     with step(f"disk refos-ignition.qcow2 (version {versions['base']})", "image"):
         _disk(out, ignition, "refos-ignition", recipe["disk"], versions["base"], boot,
               recipe["ignition"]["firstboot_args"])
-    shutil.rmtree(ignition)
+    _remove_tree(ignition)
     shutil.rmtree(debs)
     sizes = {p.name: p.stat().st_size for p in out.iterdir()}
     manifest = {
@@ -161,6 +161,11 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     (out / "build.json").write_text(json.dumps(manifest, indent=2) + "\n")
     for name, size in sorted(sizes.items()):
         log.info("image: %-28s %8.1f MiB", name, size / MIB)
+
+
+def _remove_tree(tree: Path) -> None:
+    """`rm -rf`: about twice as fast as shutil.rmtree on a 30,000-file tree here."""
+    _run("rm", "-rf", "--one-file-system", str(tree))
 
 
 def _payloads(out: Path, tree: Path, versions: dict, build_id: str, prefix: str,
@@ -186,6 +191,10 @@ def _ignition_tree(tree: Path, debs: Path, variant: dict) -> None:
               f"mount --rbind /dev {tree}/dev && chroot {tree} sh -c '{install}'")
     _run("unshare", "--mount", "--propagation", "private", "sh", "-c", mounts,
          stdout=subprocess.DEVNULL)
+    # "uninitialized" makes the first boot a systemd first boot (machine-id(5), "First
+    # Boot Semantics"; an empty file does not): only then does systemd apply presets,
+    # which is how Ignition enables units (/etc/systemd/system-preset/20-ignition.preset).
+    (tree / "etc/machine-id").write_text("uninitialized\n")
 
 
 def _one(directory: Path, pattern: str) -> Path:
