@@ -27,6 +27,7 @@ COLUMNS = (
     ("mount /", "root filesystem"),
     ("mount /usr", "/usr"),
     ("bundled_tools", "bundled tools"),
+    ("first_boot", "first boot configured by"),
 )
 # Boot phases: (name, timings key it ends at); each starts where the previous ended.
 PHASES = (

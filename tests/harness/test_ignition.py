@@ -14,6 +14,7 @@ import time
 import pytest
 
 from harness import catalog, images
+from harness.report import facts
 from harness.vm import storage
 from harness.vm.machine import BootFailure, Machine
 
@@ -68,6 +69,7 @@ def test_ignition_applied_the_harness_config_on_first_boot(configured):
     assert 'writing file "/sysroot/etc/harness-ignition"' in journal, journal
     assert 'creating or modifying user "core"' in journal, journal
     assert m.fail("command -v cloud-init").status != 0  # nothing else configured it
+    assert facts.gather(m)["first_boot"].value == "Ignition"  # the report's fact
 
 
 def test_ignition_made_core_with_the_harness_key_and_the_pinned_host_key(configured):
