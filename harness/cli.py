@@ -3,18 +3,24 @@ matrix, report."""
 
 import argparse
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
 import libvirt
 
-from harness import catalog, images
+from harness import catalog, images, settings
 from harness.images import build
 from harness.log import log, setup_cli_logging
-from harness.paths import REPO
+from harness.paths import REPO, UnsafeRuntimeDir
 from harness.vm import accel, runs
+from harness.vm.session import (
+    Options,
+    Session,
+    SessionError,
+    options_for_images,
+    unwind_on_sigterm,
+)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -31,86 +37,153 @@ def cmd_run(args: argparse.Namespace) -> int:
     """The main job: boot the distro, run the suites, say where the evidence is."""
     import pytest
 
+    distro = catalog.get(args.distro)  # an unknown name is a usage error, before any change
     artifacts = Path(args.artifacts).resolve()
     # A fresh folder per run, so the summary lists this run's console logs only.
-    shutil.rmtree(artifacts / args.distro, ignore_errors=True)
-    junit = artifacts / args.distro / "junit.xml"
+    fresh_folder(artifacts, distro.name)
+    junit = artifacts / distro.name / "junit.xml"
     started = time.monotonic()
+    passed_on = [f"--libvirt-uri={args.libvirt_uri}", *(["--offline"] if args.offline else []),
+                 *([f"--image={args.image}"] if args.image else [])]
     status = pytest.main([str(REPO / "tests" / "suites"), f"--distro={args.distro}",
-                          f"--accel={args.accel}", f"--artifacts={artifacts}",
+                          f"--accel={args.accel}", f"--artifacts={artifacts}", *passed_on,
                           f"--junitxml={junit}", "-p", "no:cacheprovider", *args.pytest_args])
     print(f"\nharness run: {args.distro}: {'passed' if status == 0 else 'FAILED'} "
           f"in {time.monotonic() - started:.0f}s")
     print(f"  JUnit report:  {junit}")
-    for console in sorted((artifacts / args.distro).glob("*/console.log")):
+    for console in sorted((artifacts / distro.name).glob("*/console.log")):
         print(f"  console log:   {console}")
     return int(status)
+
+
+class UsageError(ValueError):
+    """Bad command-line input; the message names it and what to do."""
+
+
+def fresh_folder(parent: Path, name: str) -> Path:
+    """`parent/name` emptied (or made): only ever a folder directly inside `parent`;
+    a symlink there is removed, never followed."""
+    folder = parent / name
+    if name in ("", ".", "..") or "/" in name or "\0" in name or folder.parent != parent:
+        raise UsageError(f"{name!r} cannot name a folder inside {parent}")
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.is_dir():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def cmd_boot(args: argparse.Namespace) -> int:
     """Boot a machine and keep it until Ctrl-C."""
     distro = catalog.get(args.distro)
-    image = images.resolve(distro)
-    conn = libvirt.open(args.libvirt_uri)
-    runs.sweep(conn)
-    run = runs.Run.start()
-    from harness.vm.machine import Machine
-
-    m = Machine(args.name or distro.name, distro, run, conn, image.path, image.key,
-                accel.choose(args.accel, image.kernel))
-    try:
-        m.start()
+    options = Options(libvirt_uri=args.libvirt_uri, accel=args.accel, offline=args.offline,
+                      images=options_for_images(distro.name, args.image), saves=False)
+    with Session(options) as session:
+        m = session.machine(args.name or distro.name, session.recipe(distro), cold=True)
         print(f"\n{m.name} is up. Get in with:\n  {m.ssh_command()}\n"
               f"console log: {m.console_log}\nCtrl-C removes it.", flush=True)
-        while True:
-            m.check_alive()
-            time.sleep(1)
-    except KeyboardInterrupt:
-        print("\nremoving the machine")
-    finally:
-        m.destroy()
-        runs.sweep(conn, finished=frozenset({run.id}))
+        try:
+            while True:
+                m.check_alive()
+                time.sleep(1)
+        except KeyboardInterrupt:
+            print("\nremoving the machine")
     return 0
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    conn = libvirt.open(args.libvirt_uri)
+    """Remove what runs that are no longer alive left behind (never a live run's)."""
+    try:
+        conn = libvirt.open(args.libvirt_uri)
+    except libvirt.libvirtError as e:
+        raise SessionError(f"cannot connect to libvirt at {args.libvirt_uri}: {e}") from None
     removed = runs.sweep(conn)
     print(f"removed {len(removed)} leftover(s) of dead runs" if removed else "nothing to clean")
     return 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    """Put a distro's image in the cache (or find it there) and say where it is."""
+    """Put distros' images in the cache (or find them there) and say where they are; or
+    list the files they need (--urls), bring them in from a folder (--import DIR), or
+    hash the whole cache again (--verify)."""
+    import dataclasses
+    import json
+
     from harness.images import fetch
 
-    distro = catalog.get(args.distro)
     try:
-        image = images.resolve(distro, offline=args.offline, image_path=args.image)
+        policy = fetch.Policy.from_env()
+        policy = dataclasses.replace(
+            policy, mirrors=fetch.parse_mirrors(" ".join(args.mirror)) + policy.mirrors,
+            allow_insecure_http=policy.allow_insecure_http or args.allow_insecure_http,
+            import_dir=str(Path(args.import_dir).resolve()) if args.import_dir else "")
     except fetch.FetchError as e:
         log.error("%s", e)
         return 2
-    print(f"{distro.name}: {image.path}")
-    for name, value in image.record().items():
-        if value and name != "path":
-            print(f"  {name:8} {value}")
-    return 0
+    if args.verify:
+        return _verify_cache()
+    if not args.distro:
+        log.error("harness fetch: name at least one distro (or use --verify)")
+        return 2
+    if args.import_dir and not Path(args.import_dir).is_dir():
+        log.error("--import %s: not a folder", args.import_dir)
+        return 2
+    distros = [catalog.get(name) for name in args.distro]
+    if args.image and len(distros) != 1:
+        raise UsageError(f"--image={args.image}: give it with one distro, not {len(distros)}")
+    if args.urls:
+        listed = [images.needed_files(d, dataclasses.replace(policy, attempts=1), args.offline)
+                  for d in distros]
+        for entry in listed:
+            if entry["note"]:
+                log.warning("%s: %s", entry["distro"], entry["note"])
+        print(json.dumps(listed, indent=2) if args.json else
+              "\n".join(f["url"] for entry in listed for f in entry["files"]))
+        return 0
+    status = 0
+    for distro in distros:
+        try:
+            image = images.resolve(distro, offline=args.offline, image_path=args.image,
+                                   policy=policy)
+        except images.ImageUnavailable as e:
+            log.error("%s", e)
+            status = 2
+            continue
+        print(f"{distro.name}: {image.path}")
+        for name, value in image.record().items():
+            if value and name != "path":
+                print(f"  {name:11} {value}")
+    return status
+
+
+def _verify_cache() -> int:
+    from harness.images import fetch
+
+    results = fetch.verify_cache()
+    for url, digest, good in results:
+        print(f"{'ok     ' if good else 'CHANGED'} {url} ({digest})"
+              + ("" if good else ": removed from the cache"))
+    print(f"{len(results)} cached download(s) hashed again, "
+          f"{sum(not good for _, _, good in results)} changed")
+    return 0 if all(good for _, _, good in results) else 1
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     """Write the first-boot media a distro would get, with throwaway keys, for inspection."""
     from harness import seed
     from harness.seed import keys
+    from harness.seed.base import private_file
 
     distro = catalog.get(args.distro)
-    out = Path(args.out).resolve()
+    extra = _read_extra(Path(args.extra)) if args.extra else {}
+    out = _out_folder(Path(args.out))
     keydir = out / "keys"
     client = keys.generate(keydir, "id_ed25519", "harness-seed-inspection")
     host = keys.generate(keydir, "ssh_host_ed25519_key", "harness-seed-inspection")
     fmt = args.format or distro.boot.seed
     options = distro.boot.seed_options if fmt == distro.boot.seed else {}
     try:
-        extra = Path(args.extra).read_text() if args.extra else {}
         intent = seed.Intent(hostname=args.hostname or distro.name.replace("_", "-").lower(),
                              user=distro.boot.ssh_user, authorized_keys=(client.public,),
                              host_key=host, extra=extra)
@@ -120,7 +193,8 @@ def cmd_seed(args: argparse.Namespace) -> int:
         return 2
     for name, data in media.files.items():
         (out / "files" / name).parent.mkdir(parents=True, exist_ok=True)
-        (out / "files" / name).write_bytes(data)
+        with private_file(out / "files" / name) as f:  # may hold the throwaway host key
+            f.write(data)
     print(f"{distro.name}: {fmt} seed in {out} (throwaway keys in {keydir})")
     shown = {"disk": media.disk, "fw_cfg": media.fw_cfg, "kernel args": media.kernel_args,
              "password login": media.password_login, "notes": media.notes}
@@ -131,6 +205,34 @@ def cmd_seed(args: argparse.Namespace) -> int:
     for name in media.files:
         print(f"  file            {out / 'files' / name}")
     return 0
+
+
+def _read_extra(path: Path) -> str:
+    try:
+        return path.read_bytes().decode()
+    except OSError as e:
+        raise UsageError(f"--extra {path}: cannot read it ({e.strerror}); give a YAML "
+                         "file of extra configuration") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--extra {path}: not UTF-8 text (byte {e.start}); "
+                         "save the YAML as UTF-8") from None
+
+
+def _out_folder(out: Path) -> Path:
+    """--out as a folder on disk, made if missing; never a file or a kernel file system."""
+    resolved = out.resolve()
+    kernel = next((p for p in ("/proc", "/sys", "/dev") if resolved.is_relative_to(p)), None)
+    if kernel:
+        raise UsageError(f"--out {out}: lies under {kernel}, a kernel file system; "
+                         "give a folder on disk")
+    if resolved.exists() and not resolved.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder; give a folder "
+                         "(it is made if missing)")
+    try:
+        resolved.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out}: cannot make the folder ({e.strerror})") from None
+    return resolved
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
@@ -166,7 +268,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write report.md and report.html from a run's artifacts folder."""
     from harness import report
 
-    md, page = report.write(Path(args.artifacts_dir))
+    folder = Path(args.artifacts_dir)
+    if not folder.is_dir():
+        raise UsageError(f"report: {folder} is not a folder; give the artifacts folder a "
+                         "`harness run` or `harness matrix` wrote")
+    md, page = report.write(folder)
     print(f"report: {md}\n        {page}")
     return 0
 
@@ -204,6 +310,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="boot a distro and run the suites against it")
     r.add_argument("--distro", default="refos")
     r.add_argument("--accel", default="auto")
+    r.add_argument("--offline", action="store_true", help="use cached images only")
+    r.add_argument("--image", default=None, help="boot this local image file instead")
     r.add_argument("--artifacts", default=str(REPO / "artifacts"))
     r.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
     r.set_defaults(func=cmd_run)
@@ -211,11 +319,25 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("distro")
     bt.add_argument("--name", default="")
     bt.add_argument("--accel", default="auto")
+    bt.add_argument("--offline", action="store_true", help="use the cache only")
+    bt.add_argument("--image", default=None, help="boot this local file instead")
     bt.set_defaults(func=cmd_boot)
-    f = sub.add_parser("fetch", help="download and verify a distro's image into the cache")
-    f.add_argument("distro")
+    f = sub.add_parser("fetch", help="download and verify distros' images into the cache")
+    f.add_argument("distro", nargs="*", help="catalog entries")
     f.add_argument("--offline", action="store_true", help="use the cache only")
     f.add_argument("--image", default=None, help="use this local file instead of downloading")
+    f.add_argument("--urls", action="store_true",
+                   help="print every file the distros need, one URL a line (for curl or wget)")
+    f.add_argument("--json", action="store_true", help="with --urls: as JSON, with digests")
+    f.add_argument("--import", dest="import_dir", default="", metavar="DIR",
+                   help="take the files from DIR (downloaded elsewhere), verified as downloads")
+    f.add_argument("--mirror", action="append", default=[], metavar="HOST=URL",
+                   help="serve HOST's files from URL instead (repeatable; also HARNESS_MIRRORS)")
+    f.add_argument("--allow-insecure-http", action="store_true",
+                   help="accept a digest read over plain HTTP (logged; also "
+                        "HARNESS_ALLOW_INSECURE_HTTP=1)")
+    f.add_argument("--verify", action="store_true",
+                   help="hash every cached download again; changed ones leave the cache")
     f.set_defaults(func=cmd_fetch)
     sd = sub.add_parser("seed", help="write a distro's first-boot media, for inspection")
     sd.add_argument("distro")
@@ -257,14 +379,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_cli_logging(args.verbose)
-    # SIGTERM unwinds like Ctrl-C, so `finally` blocks remove machines; SIGINT too
-    # when a shell started us in the background with SIGINT ignored.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        return args.func(args)
-    except (catalog.CatalogError, images.ImageUnavailable, accel.AccelError,
-            build.BuildError) as e:
+        settings.check()
+        # SIGTERM unwinds like Ctrl-C, so sessions and `finally` blocks remove machines.
+        with unwind_on_sigterm():
+            return args.func(args)
+    except (UsageError, catalog.CatalogError, images.ImageUnavailable, images.ImageUsageError,
+            accel.AccelError, build.BuildError, settings.SettingError, SessionError,
+            UnsafeRuntimeDir) as e:
         log.error("%s", e)
         return 2
 

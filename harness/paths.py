@@ -2,22 +2,90 @@
 runtime directory for what a run creates and must remove again."""
 
 import os
+import stat
 from pathlib import Path
+
+from harness import settings
 
 APP = "container-os-harness"
 REPO = Path(__file__).resolve().parent.parent
+# Traversable, not listable: QEMU (another uid under qemu:///system) opens the
+# fw_cfg files libvirt relabels for it below here, but nobody can list run ids.
+RUNTIME_MODE = 0o711
+
+
+class UnsafeRuntimeDir(RuntimeError):
+    """The runtime folder could be changed by someone else: refused."""
 
 
 def cache_dir() -> Path:
     """Images and other reusable results; survives runs, never inside the repository."""
-    if env := os.environ.get("HARNESS_CACHE"):
-        return Path(env)
+    if configured := settings.get("HARNESS_CACHE"):
+        return configured
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / APP
 
 
+def _runtime_candidate() -> Path:
+    if configured := settings.get("HARNESS_RUNTIME"):
+        return configured
+    if os.geteuid() == 0:
+        # Only root can write /run. Not root's XDG_RUNTIME_DIR (/run/user/0, mode
+        # 0700): QEMU, running as another user, must reach fw_cfg files below it.
+        return Path("/run") / APP
+    if xdg := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(xdg) / APP
+    return Path("/tmp") / f"{APP}-{os.geteuid()}"
+
+
 def runtime_dir() -> Path:
-    """Per-run files (keys, console logs, locks); `harness clean` sweeps it."""
-    if env := os.environ.get("HARNESS_RUNTIME"):
-        return Path(env)
-    return Path(os.environ.get("XDG_RUNTIME_DIR") or "/tmp") / f"{APP}-{os.getuid()}"
+    """Per-run files (keys, console logs, locks); `harness clean` sweeps it.
+    HARNESS_RUNTIME, else /run/container-os-harness for root, else
+    $XDG_RUNTIME_DIR/container-os-harness, else /tmp/container-os-harness-<uid>.
+
+    Created with RUNTIME_MODE if missing; used only if it is a real folder (not a
+    symlink) owned by us that nobody else can write, and whose parent nobody else
+    can rename it in (sticky /tmp is fine). Otherwise UnsafeRuntimeDir."""
+    path = _runtime_candidate()
+    if not path.is_absolute():
+        raise UnsafeRuntimeDir(f"runtime folder {path}: not an absolute path; "
+                               "set HARNESS_RUNTIME to an absolute path")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _check_parent(path)
+    return private_mkdir(path)  # also narrows a listable (0755) one an older harness made
+
+
+def private_mkdir(path: Path, mode: int = RUNTIME_MODE) -> Path:
+    """`path` as a folder of ours with exactly `mode` (whatever the umask); an
+    existing one must pass check_private_dir."""
+    try:
+        path.mkdir(mode=mode)
+    except FileExistsError:
+        check_private_dir(path)
+    os.chmod(path, mode)
+    return path
+
+
+def check_private_dir(path: Path) -> None:
+    """Refuse a folder that is a symlink, not ours, or writable by group or others."""
+    st = os.lstat(path)
+    fix = (f"remove it (it may be someone else's trap) or set HARNESS_RUNTIME to a folder "
+           f"only uid {os.geteuid()} can write")
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise UnsafeRuntimeDir(f"runtime folder {path} is not a plain folder "
+                               f"(a symlink or a file): refusing it; {fix}")
+    if st.st_uid != os.geteuid():
+        raise UnsafeRuntimeDir(f"runtime folder {path} is owned by uid {st.st_uid}, not by "
+                               f"this process (uid {os.geteuid()}): refusing it; {fix}")
+    if st.st_mode & 0o022:
+        raise UnsafeRuntimeDir(f"runtime folder {path} is writable by group or others "
+                               f"(mode {stat.S_IMODE(st.st_mode):04o}): refusing it; "
+                               f"chmod 711 it, or {fix}")
+
+
+def _check_parent(path: Path) -> None:
+    st = os.stat(path.parent)
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise UnsafeRuntimeDir(f"runtime folder {path}: its parent {path.parent} is writable "
+                               "by others without the sticky bit, so anyone could swap the "
+                               "folder; set HARNESS_RUNTIME to a folder in a safe place")

@@ -20,27 +20,22 @@ from pathlib import Path
 
 import libvirt
 
-from harness import catalog, images, seed
+from harness import catalog, seed, settings
 from harness.log import setup_cli_logging
 from harness.paths import REPO
 from harness.seed import keys
-from harness.vm import accel, runs, snapshot, storage
+from harness.vm import runs, snapshot, storage
 from harness.vm.domain import NIC_SLOT, OVMF_CODE, OVMF_VARS, netdev_arg
-from harness.vm.machine import Machine
+from harness.vm.machine import Machine, Recipe
+from harness.vm.session import Options, Session, unwind_on_sigterm
 
-URI = "qemu:///system"
 OUT = REPO / "artifacts" / "bench"
 
 
-def _machine(name: str, distro, image, accel_name: str, run: runs.Run) -> Machine:
-    return Machine(name, distro, run, libvirt.open(URI), image.path, image.key, accel_name)
-
-
-def harness_boot(distro, image, accel_name, run) -> tuple[Machine, dict]:
+def harness_boot(session: Session, recipe: Recipe) -> tuple[Machine, dict]:
     """Cold boot through the harness; the machine stays up for the next figures."""
     started = time.monotonic()
-    m = _machine("bench-cold", distro, image, accel_name, run)
-    m.start()
+    m = session.new_machine("bench-cold", recipe).start()
     provision = m.started - started
     listening, accepted = _sshd_times(m)
     return m, {
@@ -104,11 +99,11 @@ def bare_boot(distro, image, work: Path, accel_name: str) -> dict:
         port_lock.release()
 
 
-def restore_vs_cold(m: Machine, cold_ready_s: float, run: runs.Run) -> dict:
+def restore_vs_cold(session: Session, m: Machine, cold_ready_s: float) -> dict:
     """Save the cold-booted machine, then time a fresh machine from the save."""
     templates = snapshot.Templates(m.conn)
-    key = snapshot.save_key(m.image_key, m.distro.name, "", None)
-    fresh = Machine("bench-fresh", m.distro, run, m.conn, m.image, m.image_key, m.accel)
+    key = m.recipe.key()
+    fresh = session.new_machine("bench-fresh", m.recipe)
     started = time.monotonic()
     templates.restore(key, lambda: m, fresh)
     save_s = templates.saves[key].seconds
@@ -119,12 +114,12 @@ def restore_vs_cold(m: Machine, cold_ready_s: float, run: runs.Run) -> dict:
             "cold_boot_to_ready_s": cold_ready_s, "ratio": round(fresh_s / cold_ready_s, 3)}
 
 
-def two_at_once(distro, image, accel_name, run, one_s: float) -> dict:
+def two_at_once(session: Session, recipe: Recipe, one_s: float) -> dict:
     """Two cold boots (to boot finished) in parallel against twice one boot."""
     results: dict[str, float] = {}
 
     def boot(name: str) -> None:
-        m = _machine(name, distro, image, accel_name, run)
+        m = session.new_machine(name, recipe)
         t = time.monotonic()
         try:
             m.start()
@@ -230,30 +225,26 @@ def main() -> int:
     setup_cli_logging()
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
-    distro = catalog.get(os.environ.get("HARNESS_BENCH_DISTRO", "refos"))
-    image = images.resolve(distro)
-    accel_name = accel.choose("auto", image.kernel)
-    conn = libvirt.open(URI)
-    runs.sweep(conn)
-    run = runs.Run.start()
-    result: dict = {"machine": {"cores": os.cpu_count(), "accel": accel_name,
-                                "python": platform.python_version(), "distro": distro.name}}
+    distro = catalog.get(settings.get("HARNESS_BENCH_DISTRO"))
     started = time.monotonic()
-    try:
-        m, result["harness_boot"] = harness_boot(distro, image, accel_name, run)
+    # SIGTERM unwinds, so the session removes every domain and volume it made.
+    with unwind_on_sigterm(), Session(Options(saves=False, artifacts=OUT)) as session:
+        recipe = session.recipe(distro)
+        result: dict = {"machine": {"cores": os.cpu_count(), "accel": session.accel,
+                                    "python": platform.python_version(),
+                                    "distro": distro.name}}
+        m, result["harness_boot"] = harness_boot(session, recipe)
         result["memory"] = {"qemu_peak_rss_mib": _qemu_peak_rss_mib(m)}
-        result["bare_boot"] = bare_boot(distro, image, OUT / "bare", accel_name)
+        result["bare_boot"] = bare_boot(distro, recipe.image, OUT / "bare", session.accel)
         h, b = result["harness_boot"], result["bare_boot"]
         result["boot_ratio"] = round(h["to_first_command_s"] / b["to_first_command_s"], 3)
-        result["fresh_from_save"] = restore_vs_cold(m, h["to_ready_s"], run)
-        result["two_vms"] = two_at_once(distro, image, accel_name, run, h["to_ready_s"])
-        result["disk"] = disk_provisioning(conn, OUT, run)
+        result["fresh_from_save"] = restore_vs_cold(session, m, h["to_ready_s"])
+        result["two_vms"] = two_at_once(session, recipe, h["to_ready_s"])
+        result["disk"] = disk_provisioning(session.conn, OUT, session.run)
         result["fetch"] = fetch_figures()
         result["suites"] = suites(distro.name)
         result["memory"]["harness_peak_rss_mib"] = round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    finally:
-        runs.sweep(conn, finished=frozenset({run.id}))
     result["bench_seconds"] = round(time.monotonic() - started, 1)
     (OUT / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))

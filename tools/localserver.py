@@ -6,6 +6,7 @@ bytes, stalls or trickles. Faults are queued per path and used up one per
 request, so "503 then 200" is `faults=["503"]`. Every request is logged.
 """
 
+import gzip
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,9 @@ from pathlib import Path
 
 # Faults: "503" (or any 4xx/5xx code), "drop:N" (send N bytes of the body, then
 # close), "wrong" (same length, other bytes), "stall:SECONDS" (wait before the
-# body), "slow:BYTES_PER_SECOND", "norange" (ignore a Range header).
+# body), "slow:BYTES_PER_SECOND", "norange" (ignore a Range header), "206"
+# (answer 206 Partial Content from byte 0, asked or not), "gzip" (compress the
+# body on the fly when the client accepts gzip, as some servers do).
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Request:
     range: str | None
     status: int
     fault: str = ""
+    accept_encoding: str | None = None
 
 
 class LocalServer:
@@ -91,7 +95,18 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             fault = server.next_fault(route)
             if fault[:1] in "45" and fault.isdigit():
                 return self._status(int(fault), fault)
+            if fault == "gzip" and "gzip" in self.headers.get("Accept-Encoding", ""):
+                return self._gzip(route)
             self._serve(route, fault)
+
+        def _gzip(self, route: Route) -> None:
+            body = gzip.compress(route.read(0, route.size()))
+            self._log(200, "gzip")
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def _status(self, code: int, fault: str) -> None:
             self._log(code, fault)
@@ -106,7 +121,7 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 start = int(header.removeprefix("bytes=").split("-", 1)[0])
                 if start >= size:
                     return self._status(416, fault)
-            code = 206 if start else 200
+            code = 206 if start or fault == "206" else 200
             self._log(code, fault)
             self.send_response(code)
             self.send_header("Content-Length", str(size - start))
@@ -138,6 +153,7 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
 
         def _log(self, code: int, fault: str) -> None:
             with server.lock:
-                server.log.append(Request(self.path, self.headers.get("Range"), code, fault))
+                server.log.append(Request(self.path, self.headers.get("Range"), code, fault,
+                                          self.headers.get("Accept-Encoding")))
 
     return Handler

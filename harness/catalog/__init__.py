@@ -3,9 +3,15 @@
 images/catalog.toml holds one table per distro version. Loading checks each
 field's type and allowed values, and a bad entry is an error naming the file,
 the entry and the field, so a typo never surfaces as a strange boot failure.
+An entry may `extends = "other"`: it is the other entry with its own tables
+merged over it, so a variant says only what differs. `boot.seed`,
+`boot.seed_options`, `promises.update` and `image.build` are checked against
+the registries of what the harness can do (seed writers, update adapters,
+build artifacts) when the catalog loads, not when a machine boots.
 """
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -17,9 +23,7 @@ from harness.paths import REPO
 CATALOG = REPO / "images" / "catalog.toml"
 
 FIRMWARE = ("uefi", "bios")
-SEEDS = ("nocloud", "config-2", "ignition", "rancher", "ubuntu-core", "none")
 DOCKER_START = ("enabled", "socket", "system-docker", "framework", "snap", "manual")
-UPDATES = ("refos", "update-engine", "rpm-ostree", "snappy", "snap", "ros", "tdnf", "none")
 COMPRESSION = ("none", "xz", "bz2", "gz", "zstd")
 FORMATS = ("qcow2", "raw", "iso", "ova", "vmdk")
 STREAMS = ("", "fedora-coreos", "flatcar")  # how a moving target becomes a version
@@ -36,13 +40,15 @@ class Image:
     """Where the disk comes from: built by the project (`build`) or downloaded (`urls`)."""
 
     format: str
-    build: str = ""  # a refos build artifact: "disk" or "noapparmor_disk"
+    build: str = ""  # a refos build artifact (harness.images.build.Artifacts.DISKS)
     urls: tuple[str, ...] = ()
     compression: str = "none"
     digest: str = ""  # "sha256:<hex>" when pinned
     checksum_url: str = ""  # an upstream checksum file, when not pinned
     checksum_algorithm: str = ""
-    signature_url: str = ""
+    signature_url: str = ""  # a clearsigned checksum file, or a detached signature of the file
+    signature_key: str = ""  # the vendor's public key, a path in the repo (images/keys/)
+    max_mib: int = 0  # largest unpacked image expected; 0: HARNESS_IMAGE_MAX_MIB's default
     member: str = ""  # the file inside an archive (the vmdk inside an OVA)
     env: str = ""  # environment variable naming a local file to use instead
     # A moving target (STREAMS): `stream_url` names the current version, which then
@@ -59,7 +65,7 @@ class Boot:
     seed: str
     # Commands that return once the guest says its boot is finished.
     ready: tuple[str, ...] = ()
-    # How the seed format is written for this release (harness.seed.OPTIONS):
+    # How the seed format is written for this release (harness.seed.WRITERS):
     # ignition_spec, fw_cfg, dialect (config-2), route (rancher).
     seed_options: dict[str, str] = field(default_factory=dict)
 
@@ -78,6 +84,17 @@ class Promises:
 
 
 @dataclass(frozen=True)
+class KnownBug:
+    """A reported bug this distro exists to reproduce. The tests it makes fail are
+    expected to fail with its symptom: that is "reproduces <url>", not red; another
+    failure, or a pass (fixed, or changed), is red."""
+
+    url: str
+    symptom: str  # text the failure must contain
+    tests: tuple[str, ...]  # node ids without parameters, e.g. tests/suites/test_x.py::test_y
+
+
+@dataclass(frozen=True)
 class Distro:
     name: str
     title: str
@@ -88,19 +105,80 @@ class Distro:
     sources: tuple[str, ...] = ()
     # Facts not confirmed, one per item as "field: why" (e.g. "image.digest: host gone").
     unverified: tuple[str, ...] = ()
+    reproduces: tuple[KnownBug, ...] = ()
 
     @property
     def builtin(self) -> bool:
         return bool(self.image.build)
 
 
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # also a folder and a volume name
+ENV = re.compile(r"HARNESS_IMAGE_[A-Z0-9_]+")
+
+
 def load(path: Path = CATALOG) -> dict[str, Distro]:
+    """Every entry of the catalog file, validated; CatalogError naming the problem."""
     try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise CatalogError(f"{path}: not valid TOML: {e}") from e
-    return {name: _build(Distro, entry, f"{path}: entry '{name}'", {"name": name})
-            for name, entry in data.items()}
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+        raise CatalogError(f"{path}: not valid UTF-8 TOML: {e}") from None
+    except OSError as e:
+        raise CatalogError(f"{path}: cannot be read: {e.strerror}") from None
+    if not data:
+        raise CatalogError(f"{path}: the catalog has no entries")
+    found = {}
+    for name in data:
+        where = f"{path}: entry '{name}'"
+        if not NAME.fullmatch(name):
+            raise CatalogError(f"{where}: a distro name is lowercase letters, digits and '-'")
+        found[name] = _build(Distro, _extended(data, name, where), where, {"name": name})
+        _check_registries(found[name], where)
+    return found
+
+
+def _extended(data: dict, name: str, where: str, seen: tuple[str, ...] = ()) -> dict:
+    """The entry's table with the tables of the entry it `extends` merged under it."""
+    entry = data[name]
+    if not isinstance(entry, dict) or "extends" not in entry:
+        return entry
+    base = entry["extends"]
+    if base not in data or base in (*seen, name):
+        raise CatalogError(f"{where}: field 'extends' names {base!r}, which is "
+                           + ("part of a loop" if base in data else "not an entry"))
+    merged = _merge(_extended(data, base, where, (*seen, name)), entry)
+    merged.pop("extends")
+    return merged
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and \
+            isinstance(out.get(key), dict) else value
+    return out
+
+
+def _check_registries(d: Distro, where: str) -> None:
+    """What the entry asks for must exist in the harness: a seed writer (and its
+    options), an update adapter, a build artifact."""
+    from harness import seed, updates
+    from harness.images.build import Artifacts
+
+    try:
+        seed.check_options(d.boot.seed, d.boot.seed_options)
+    except seed.SeedError as e:
+        raise CatalogError(f"{where}: field 'boot.seed': {e}") from None
+    if d.promises.update not in updates.mechanisms():
+        raise CatalogError(f"{where}: field 'promises.update' is {d.promises.update!r}, "
+                           f"expected one of {', '.join(updates.mechanisms())}")
+    if d.image.build and d.image.build not in Artifacts.DISKS:
+        raise CatalogError(f"{where}: field 'image.build' is {d.image.build!r}, expected "
+                           f"one of {', '.join(Artifacts.DISKS)}")
+    from harness import settings
+
+    if d.image.env and (not ENV.fullmatch(d.image.env) or d.image.env in settings.SETTINGS):
+        raise CatalogError(f"{where}: field 'image.env' is {d.image.env!r}: it must be "
+                           "HARNESS_IMAGE_ and capitals, digits or '_'")
 
 
 def _build(cls: type, data: object, where: str, extra: dict | None = None, prefix: str = ""):
@@ -130,6 +208,11 @@ def _value(hint, value, where: str, name: str):
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, where, prefix=name + ".")
     origin = typing.get_origin(hint)
+    if origin is tuple and dataclasses.is_dataclass(typing.get_args(hint)[0]):
+        if not isinstance(value, list):
+            raise CatalogError(f"{where}: field '{name}' must be a list of tables")
+        return tuple(_value(typing.get_args(hint)[0], v, where, f"{name}[{i}]")
+                     for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise CatalogError(f"{where}: field '{name}' must be a list of strings")
@@ -151,9 +234,7 @@ _CHOICES = {
     (Image, "stream"): STREAMS,
     (Image, "checksum_algorithm"): CHECKSUM_ALGORITHMS,
     (Boot, "firmware"): FIRMWARE,
-    (Boot, "seed"): SEEDS,
     (Promises, "docker"): DOCKER_START,
-    (Promises, "update"): UPDATES,
 }
 
 
@@ -167,6 +248,7 @@ def _check_choices(obj, where: str, prefix: str) -> None:
         _check_image(obj, where, prefix)
     if isinstance(obj, Distro):
         _check_verifiable(obj, where)
+        _check_sources(obj, where)
     if isinstance(obj, Boot) and obj.memory_mib < 256:
         raise CatalogError(f"{where}: field '{prefix}memory_mib' is {obj.memory_mib}, below 256")
 
@@ -182,7 +264,8 @@ def _check_image(img: Image, where: str, prefix: str) -> None:
         raise bad("urls", "is empty and no 'build' or 'stream' gives them")
     if img.stream and not img.stream_url:
         raise bad("stream_url", f"is empty but stream is {img.stream!r}")
-    if not img.stream and any("{version}" in u for u in (*img.urls, img.checksum_url)):
+    if not img.stream and any("{version}" in u for u in (*img.urls, img.checksum_url,
+                                                          img.signature_url)):
         raise bad("urls", "use {version} but no 'stream' resolves it")
     if img.digest:
         algorithm, _, hexdigest = img.digest.partition(":")
@@ -192,6 +275,18 @@ def _check_image(img: Image, where: str, prefix: str) -> None:
         raise bad("checksum_algorithm", "is empty but checksum_url is given")
     if img.format == "ova" and not img.member:
         raise bad("member", "is empty: an OVA needs the name (or glob) of its disk")
+    if img.signature_url and not img.signature_key:
+        raise bad("signature_key", "is empty but signature_url is given: name the vendor's "
+                  "public key kept in the repo (images/keys/)")
+    if img.signature_key and not key_path(img).is_file():
+        raise bad("signature_key", f"names {img.signature_key}, which is not a file")
+    if img.max_mib < 0:
+        raise bad("max_mib", f"is {img.max_mib}; give a size in MiB, or 0 for the default")
+
+
+def key_path(img: Image) -> Path:
+    """The signature key's file: a relative path is relative to the repo."""
+    return REPO / img.signature_key if img.signature_key else Path()
 
 
 def _check_verifiable(d: Distro, where: str) -> None:
@@ -202,6 +297,26 @@ def _check_verifiable(d: Distro, where: str) -> None:
     if not any(u.split(":", 1)[0].strip() == "image.digest" for u in d.unverified):
         raise CatalogError(f"{where}: field 'image.digest' is empty: pin it, give a "
                            "checksum_url, or list 'image.digest' in unverified")
+
+
+# A source a reader can open: a URL, "owner/repo path @ commit-or-tag", or
+# "owner/repo commit SHA", each optionally followed by what it shows.
+_UPSTREAM = re.compile(r"(https?://\S+|[\w.-]+/[\w.-]+ (\S+ @ [\w.+-]+|commit [0-9a-f]{7,40}))"
+                       r"( .*)?")
+
+
+def _check_sources(d: Distro, where: str) -> None:
+    """Downloaded distros cite upstream; a path of this machine cites nothing another
+    reader can open. Built-in entries cite files of this repository."""
+    for source in d.sources:
+        if source.startswith(("/", "~", "file:")) or \
+                (not d.builtin and not _UPSTREAM.fullmatch(source)):
+            raise CatalogError(
+                f"{where}: field 'sources' has {source!r}: cite the upstream source as a URL "
+                "or as 'owner/repo path @ commit-or-tag (what it shows)', not a local file")
+        if d.builtin and not source.startswith("http") and not (REPO / source).is_file():
+            raise CatalogError(f"{where}: field 'sources' has {source!r}, no file of this "
+                               "repository")
 
 
 def _is_hex(text: str) -> bool:

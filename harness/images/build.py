@@ -37,6 +37,8 @@ class Artifacts:
     """What one refos build produced; every path is inside the cache."""
 
     root: Path
+    # The bootable disks a build makes: the names catalog entries give as `image.build`.
+    DISKS = ("disk", "noapparmor_disk", "ignition_disk")
 
     @property
     def disk(self) -> Path:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 from harness import catalog
 from harness.log import log
@@ -174,19 +175,39 @@ def run(names: list[str], opts: Options, free_mib: dict[str, int],
     hosts = Hosts(free_mib, opts.margin_mib)
     resolve = resolve or (lambda name: _resolve(name, opts.offline))
     with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:
-        results = list(pool.map(lambda job: _one(job, opts, hosts, resolve), plan))
+        try:
+            results = list(pool.map(lambda job: _one(job, opts, hosts, resolve), plan))
+        except KeyboardInterrupt:  # SIGTERM too: each distro's pytest removes its machines
+            _stop_children()
+            raise
     return {job.distro: status for job, status in zip(plan, results, strict=True)}
+
+
+# The distros' pytest processes now running, so an interrupted matrix can stop them.
+_CHILDREN: set[subprocess.Popen] = set()
+_CHILDREN_LOCK = threading.Lock()
+
+
+def _stop_children() -> None:
+    """SIGTERM each running distro's pytest (it unwinds and removes its machines)
+    and wait for it."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for proc in children:
+        proc.terminate()
+    for proc in children:
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def _resolve(name: str, offline: bool) -> None:
     """Build or fetch the image now, so a missing one is known before any VM starts."""
-    from harness import images
-    from harness.images import fetch
+    from harness.vm import session
 
-    try:
-        images.resolve(catalog.get(name), offline=offline)
-    except fetch.FetchError as e:
-        raise images.ImageUnavailable(f"{name}: {e}") from None
+    # ImageUnavailable says it all, in one line for the "not run" row.
+    session.Images(session.Options(offline=offline)).get(catalog.get(name))
 
 
 def _one(job: Job, opts: Options, hosts: Hosts, resolve: Callable[[str], None]) -> dict:
@@ -202,7 +223,11 @@ def _one(job: Job, opts: Options, hosts: Hosts, resolve: Callable[[str], None]) 
     else:
         try:
             resolve(job.distro)
-        except (images.ImageUnavailable, OSError) as e:
+        except images.ImageUnavailable as e:
+            status = _not_run(e.line() if e.distro else f"image unavailable: {e}")
+        except images.ImageUsageError as e:  # a bad HARNESS_IMAGE_… file: the user's to fix
+            status = {**_not_run(str(e)), "error": True}
+        except OSError as e:
             status = _not_run(f"image unavailable: {e}")
         except build.BuildError as e:  # ours to fix: not run, and the matrix fails
             status = {**_not_run(f"image build failed: {e}"), "error": True}
@@ -230,10 +255,40 @@ def _pytest(job: Job, opts: Options, uri: str, folder: Path) -> dict:
     log.info("matrix: %s on %s: %s", job.distro, uri, " ".join(cmd[3:]))
     started = time.monotonic()
     with open(folder / "pytest.log", "w") as out:
-        code = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO,
-                              check=False).returncode
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(proc)
+        try:
+            code = proc.wait()
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(proc)
     return {"ran": True, "exit_code": code, "libvirt_uri": uri,
-            "seconds": round(time.monotonic() - started, 1)}
+            "seconds": round(time.monotonic() - started, 1),
+            **_outcomes(folder / "junit.xml")}
+
+
+def _outcomes(junit: Path) -> dict:
+    """The failed tests (with their first line) and the known bugs reproduced, from
+    the distro's JUnit file, so a red matrix says why on its first screen."""
+    from harness.report import REPRODUCES
+
+    failed, reproduced = [], []
+    try:
+        cases = list(ET.parse(junit).getroot().iter("testcase"))
+    except (OSError, ET.ParseError):
+        return {}
+    for case in cases:
+        name = f"{case.get('classname', '')}::{case.get('name', '')}"
+        problem = next((p for p in (case.find("failure"), case.find("error")) if p is not None),
+                       None)
+        skipped = case.find("skipped")
+        if problem is not None:
+            first = (problem.get("message") or "").strip().splitlines()[:1]
+            failed.append(f"{name}: {first[0][:200] if first else 'no message'}")
+        elif skipped is not None and skipped.get("message", "").startswith(REPRODUCES):
+            reproduced.append(f"{name}: {skipped.get('message')}")
+    return {"failed_tests": failed, "reproduced": reproduced}
 
 
 def _describe(status: dict) -> str:
@@ -244,7 +299,13 @@ def _describe(status: dict) -> str:
 
 
 def summary(statuses: dict[str, dict]) -> list[str]:
-    return [f"  {name:20} {_describe(s)}" for name, s in statuses.items()]
+    """One line per distro, then each failed test and each known bug reproduced."""
+    lines = []
+    for name, s in statuses.items():
+        lines.append(f"  {name:20} {_describe(s)}")
+        lines += [f"      FAILED {t}" for t in s.get("failed_tests", [])]
+        lines += [f"      expected {t}" for t in s.get("reproduced", [])]
+    return lines
 
 
 def exit_code(statuses: dict[str, dict]) -> int:

@@ -1,46 +1,54 @@
 """The pytest plugin: --distro and friends, and the fixtures that boot machines.
 
 Registered through the `pytest11` entry point, so `pytest --distro=NAME` works
-from any directory once the package is installed.
+from any directory once the package is installed. The run itself is a
+harness.vm.session.Session; the fixtures below only map pytest's scopes, markers
+and evidence onto it.
 """
 
-import json
 import os
-import shutil
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
 import pytest
 
-from harness import catalog, images, matrix
+from harness import catalog, images, matrix, settings
 from harness.log import log
 from harness.paths import REPO
-from harness.plugin import evidence
-from harness.vm import accel, runs, snapshot
-from harness.vm.machine import Machine, MachineError
+from harness.plugin import bugs, evidence, promises
+from harness.vm import accel
+from harness.vm.machine import KernelBoot, Machine, MachineError
+from harness.vm.session import Options, Session, SessionError, unwind_on_sigterm
 
 MARKERS = {
     "vm": "boots at least one virtual machine",
-    "destructive": "changes the machine (reboots, updates): gets its own machine",
+    "destructive": "changes the machine (reboots, updates): gets its own machine, never the "
+    "shared one",
     "cold_boot: this test's machines boot from scratch instead of being restored": "",
-    "allow(*checks): let this test's machines show these badness checks (harness.plugin.evidence."
-    "CHECKS), e.g. allow('segfault')": "",
-    "bug(url, affected, fixed): reproduces a reported bug; parametrize the test over "
-    "`bug_distro`, and it is a strict expected failure on the affected distros": "",
+    "allow(*checks): let this test's machines show these badness checks (harness.plugin."
+    "evidence.CHECKS), e.g. allow('segfault')": "",
+    "promise(*names): the test checks these catalog promises (harness.plugin.promises."
+    "PROMISES); skipped before any boot, in the catalog's words, where they are not made": "",
+    "bug(url, affected, fixed, affected_versions, fixed_versions): reproduces a reported "
+    "bug; parametrize the test over `bug_distro`; on the affected distros it must fail "
+    "with the bug's symptom (pytest.fail), anything else is a real failure": "",
 }
+
+
+_DISTROS = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "container OS harness")
-    group.addoption("--distro", default=os.environ.get("HARNESS_DISTRO", "refos"),
-                    help="catalog entry to boot (default: refos); a,b,c or all for several")
+    group.addoption("--distro", default=None,
+                    help="catalog entry to boot (default: HARNESS_DISTRO or refos); "
+                    "a,b,c or all for several")
     group.addoption("--accel", default="auto", choices=("auto", "kvm", "tcg"),
                     help="accelerator; auto probes KVM and falls back to TCG")
     group.addoption("--require-kvm", action="store_true", help="fail instead of using TCG")
-    group.addoption("--libvirt-uri", default=os.environ.get("LIBVIRT_DEFAULT_URI",
-                                                            "qemu:///system"))
+    group.addoption("--libvirt-uri", default=None,
+                    help="libvirt connection (default: LIBVIRT_DEFAULT_URI or qemu:///system)")
     group.addoption("--artifacts", default=str(REPO / "artifacts"),
                     help="where console logs, domain XML and timings are kept")
     group.addoption("--cold-boots", action="store_true",
@@ -52,49 +60,93 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--offline", action="store_true",
                     help="use cached images only; never download")
     group.addoption("--image", default=None,
-                    help="boot this local image file instead of the catalog's download")
+                    help="boot this local image file instead of the catalog's download "
+                    "(one --distro only)")
+
+
+def _selected(config: pytest.Config) -> list[str]:
+    """The distros of this run, decided once when pytest starts (pytest_configure)."""
+    return config.stash[_DISTROS]
 
 
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}" if text else name)
-    spec = config.getoption("--distro")
     try:
-        matrix.select(spec)
-    except catalog.CatalogError as e:
-        raise pytest.UsageError(f"--distro={spec}: {e}") from None
+        settings.check()
+        names = matrix.select(config.getoption("--distro") or settings.get("HARNESS_DISTRO"))
+        config.stash[_DISTROS] = names
+    except (settings.SettingError, catalog.CatalogError) as e:
+        raise pytest.UsageError(str(e)) from None
+    if config.getoption("--image") and len(names) != 1:
+        raise pytest.UsageError(f"--image={config.getoption('--image')}: give it with one "
+                                f"--distro, not {len(names)}")
     # SIGTERM unwinds like Ctrl-C, so fixture teardown removes the machines.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    # testinfra's own pytest plugin defines a `host` fixture over its own connections
-    # (--hosts); ours below runs over the harness's SSH, so theirs must not shadow it.
-    theirs = config.pluginmanager.get_plugin("pytest11.testinfra")
-    if theirs is not None:
-        config.pluginmanager.unregister(theirs)
+    config._harness_unwind = unwind_on_sigterm()  # type: ignore[attr-defined]
+    config._harness_unwind.__enter__()  # type: ignore[attr-defined]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    unwind = getattr(config, "_harness_unwind", None)
+    if unwind is not None:
+        unwind.__exit__(None, None, None)
+
+
+def _item_distro(item: pytest.Item) -> str:
+    params = getattr(item, "callspec", None)
+    if params is not None and "distro" in params.params:
+        return params.params["distro"]
+    return _selected(item.config)[0]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A bug reproduction must fail where the bug is, and pass where it was fixed."""
+    """Decide before any boot: promises a distro does not make skip their tests in the
+    catalog's words; a bug reproduction is an expected failure where the bug is."""
+    known = catalog.load()
     for item in items:
-        bug = item.get_closest_marker("bug")
-        params = getattr(item, "callspec", None)
-        if bug is None or params is None or "bug_distro" not in params.params:
-            continue
-        target = params.params["bug_distro"]
-        if target in bug.kwargs.get("affected", ()):
-            # Only the bug's symptom, reported with pytest.fail, counts: a failed
-            # precondition or a harness error on the way is a real failure.
-            item.add_marker(pytest.mark.xfail(
-                strict=True, raises=pytest.fail.Exception,
-                reason=f"{target} is affected by "
-                f"{bug.kwargs.get('url') or 'a reported bug with no tracker link'}"))
+        distro = known[_item_distro(item)]
+        names = [n for mark in item.iter_markers("promise") for n in mark.args]
+        if names and (why := promises.unmet(names, distro)):
+            item.add_marker(pytest.mark.skip(reason=why))
+        _mark_bug(item)
+
+
+def _mark_bug(item: pytest.Item) -> None:
+    bug = item.get_closest_marker("bug")
+    params = getattr(item, "callspec", None)
+    if bug is None or params is None or "bug_distro" not in params.params:
+        return
+    target = params.params["bug_distro"]
+    if target in bug.kwargs.get("affected", ()):
+        # Only the bug's symptom, reported with pytest.fail, counts: a failed
+        # precondition or a harness error on the way is a real failure.
+        item.add_marker(pytest.mark.xfail(
+            strict=True, raises=pytest.fail.Exception,
+            reason=f"{target} is affected by "
+            f"{bug.kwargs.get('url') or 'a reported bug with no tracker link'}"))
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    """Keep each phase's report on the item: teardown code needs the outcome."""
+    """Keep each phase's report on the item (teardown code needs the outcome), and
+    judge a test that a bug the distro exists to reproduce makes fail."""
     report = yield
+    if report.when == "call" or (report.when == "setup" and report.failed):
+        _judge_known_bug(item, report)
     setattr(item, f"harness_report_{report.when}", report)
     return report
+
+
+def _judge_known_bug(item: pytest.Item, report: pytest.TestReport) -> None:
+    known = catalog.get(_item_distro(item)).reproduces
+    if not known or hasattr(report, "wasxfail"):
+        return
+    verdict = bugs.judge(known, item.nodeid, report.outcome, report.longreprtext)
+    if verdict.reproduces:
+        report.outcome, report.wasxfail = "skipped", f"reproduces {verdict.reproduces}"
+    elif verdict.message:
+        report.outcome = "failed"
+        report.longrepr = f"{verdict.message}\n{report.longreprtext}".rstrip()
 
 
 def _failed(item: pytest.Item) -> bool:
@@ -135,10 +187,6 @@ def _shared_machine_checks(request: pytest.FixtureRequest) -> Iterator[None]:
         pytest.fail("badness found after the test:\n  " + "\n  ".join(problems))
 
 
-def _selected(config: pytest.Config) -> list[str]:
-    return matrix.select(config.getoption("--distro"))
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Several distros: each test runs once per distro. Without xdist the distros run
     one after the other, each torn down before the next; with `-n N --dist loadgroup`
@@ -164,102 +212,103 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return max(1, min(len(needs), matrix.budget(needs, matrix.mem_available_mib())))
 
 
+def session_options(config: pytest.Config) -> Options:
+    """The session's options from pytest's command line."""
+    image = config.getoption("--image")
+    return Options(
+        libvirt_uri=config.getoption("--libvirt-uri") or
+        os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system"),
+        accel=config.getoption("--accel"), require_kvm=config.getoption("--require-kvm"),
+        offline=config.getoption("--offline"),
+        images={_selected(config)[0]: Path(image)} if image else {},
+        artifacts=Path(config.getoption("--artifacts")),
+        saves=not config.getoption("--cold-boots"))
+
+
+@pytest.fixture(scope="session")
+def harness_session(pytestconfig: pytest.Config) -> Iterator[Session]:
+    """The run: libvirt connection, run folder, accelerator, images and saves."""
+    session = Session(session_options(pytestconfig))
+    try:
+        session.open()
+    except SessionError as e:
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield session
+    finally:
+        try:  # every machine's console and timings, templates included
+            for m in session.machines:
+                evidence.keep(m, session.options.artifacts / m.distro.name / m.name)
+        finally:
+            session.close()
+
+
 @pytest.fixture(scope="session")
 def distro(request: pytest.FixtureRequest) -> catalog.Distro:
     return catalog.get(getattr(request, "param", None) or _selected(request.config)[0])
 
 
 @pytest.fixture(scope="session")
-def libvirt_conn(pytestconfig: pytest.Config) -> Iterator[libvirt.virConnect]:
-    uri = pytestconfig.getoption("--libvirt-uri")
+def libvirt_conn(harness_session: Session) -> libvirt.virConnect:
+    return harness_session.conn
+
+
+def _image(session: Session, distro: catalog.Distro) -> images.LocalImage:
+    """The distro's image; its unavailability is one line per test (said once in
+    the log): a skip under --offline, an error otherwise."""
     try:
-        conn = libvirt.open(uri)
-    except libvirt.libvirtError as e:
-        pytest.fail(f"cannot connect to libvirt at {uri}: {e}\n"
-                    "start the daemons with `make services` (virtlogd -d; libvirtd -d)")
-    yield conn
-    conn.close()
-
-
-@pytest.fixture(scope="session")
-def harness_run(libvirt_conn: libvirt.virConnect) -> Iterator[runs.Run]:
-    runs.sweep(libvirt_conn)  # what earlier, killed runs left behind
-    run = runs.Run.start()
-    log.info("harness: run %s (%s)", run.id, run.dir)
-    yield run
-    runs.sweep(libvirt_conn, finished=frozenset({run.id}))  # the run is over: leave nothing
-
-
-@pytest.fixture(scope="session")
-def local_image(pytestconfig: pytest.Config, distro: catalog.Distro) -> images.LocalImage:
-    try:
-        image = images.resolve(distro, offline=pytestconfig.getoption("--offline"),
-                               image_path=pytestconfig.getoption("--image"))
+        return session.images.get(distro)
+    except images.ImageUsageError as e:  # --image or HARNESS_IMAGE_* names no usable file
+        pytest.exit(f"usage error: {e}", returncode=pytest.ExitCode.USAGE_ERROR)
     except images.ImageUnavailable as e:
-        pytest.skip(str(e))
-    # The concrete image (version, digest, source) is part of the run's record.
-    record = Path(pytestconfig.getoption("--artifacts")) / distro.name / "image.json"
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(image.record(), indent=2) + "\n")
-    return image
+        if session.options.offline:
+            pytest.skip(e.line())
+        pytest.fail(e.line(), pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def accelerator(pytestconfig: pytest.Config, local_image: images.LocalImage) -> str:
+def local_image(harness_session: Session, distro: catalog.Distro) -> images.LocalImage:
+    return _image(harness_session, distro)
+
+
+@pytest.fixture(scope="session")
+def accelerator(harness_session: Session, local_image: images.LocalImage) -> str:
     try:
-        return accel.choose(pytestconfig.getoption("--accel"), local_image.kernel,
-                            pytestconfig.getoption("--require-kvm"))
+        return harness_session.accel
     except accel.AccelError as e:
-        pytest.fail(str(e))
+        pytest.fail(str(e), pytrace=False)
 
 
 class MachineFactory:
-    """Boots machines for one scope and removes them when the scope ends.
+    """Boots machines for one scope (a test, or the session) and removes them when
+    the scope ends, keeping their evidence. Machines come from the Session:
+    restored from a save unless `cold`, the `cold_boot` marker or --cold-boots."""
 
-    By default a machine is restored from a saved copy of a booted one
-    (harness.vm.snapshot): the first machine of each recipe (distro, seed, extra
-    configuration) is booted cold through the session's factory and saved.
-    `cold=True`, the `cold_boot` marker or --cold-boots boot every machine."""
-
-    def __init__(self, request: pytest.FixtureRequest, run: runs.Run,
-                 conn: libvirt.virConnect, distro: catalog.Distro,
-                 image: images.LocalImage, accel_name: str, artifacts: Path,
-                 templates: snapshot.Templates | None, session: "MachineFactory | None" = None):
-        self.request, self.run, self.conn = request, run, conn
-        self.distro, self.image, self.accel = distro, image, accel_name
-        self.artifacts, self.templates = artifacts, templates
-        self.session = session or self
+    def __init__(self, request: pytest.FixtureRequest, session: Session,
+                 distro: catalog.Distro):
+        self.request, self.session, self.distro = request, session, distro
         self.machines: list[Machine] = []
         self._shared: Machine | None = None
 
     def __call__(self, name: str, extra_config: dict | str | None = None,
                  distro: catalog.Distro | None = None, seed_format: str = "",
-                 cold: bool = False) -> Machine:
+                 cold: bool = False, kernel_boot: KernelBoot | None = None) -> Machine:
         """A ready machine `name` of the session's distro, or of `distro` (bug cases
         boot the exact image a bug was reported against); `seed_format` overrides
-        the catalog's first-boot format (harness.seed.FORMATS)."""
+        the catalog's first-boot format (harness.seed.WRITERS)."""
         distro = distro or self.distro
-        image = self.image if distro == self.distro else images.resolve(distro)
-        m = Machine(name, distro, self.run, self.conn, image.path, image.key, self.accel,
-                    extra_config, seed_format=seed_format)
+        _image(self.session, distro)
+        recipe = self.session.recipe(distro, seed_format, extra_config, kernel_boot)
+        cold = cold or self.request.node.get_closest_marker("cold_boot") is not None
+        m = self.session.machine(name, recipe, cold=cold)
         self.machines.append(m)
-        cold = cold or self.templates is None or \
-            self.request.node.get_closest_marker("cold_boot") is not None
-        try:
-            if cold:
-                return m.start()
-            key = snapshot.save_key(image.key, distro.name, seed_format, extra_config)
-            return self.templates.restore(key, lambda: self.session(
-                f"{distro.name}-t{key[:6]}", extra_config, distro, seed_format, cold=True), m)
-        except BaseException:
-            self._keep_evidence(m)
-            raise
+        return m
 
     def shared(self) -> Machine:
         """The machine tests share when they do not change it (restored again if a
         fresh machine of the same save took its place)."""
         if self._shared is None or self._shared.res.domain is None:
-            self._shared = self(f"{self.distro.name}-shared".replace("_", "-"))
+            self._shared = self(f"{self.distro.name}-shared")
         return self._shared
 
     def close(self) -> None:
@@ -268,64 +317,52 @@ class MachineFactory:
         per_test = isinstance(item, pytest.Item)
         problems: list[str] = []
         for m in self.machines:
-            self._keep_evidence(m)
             if per_test and m.running():
                 problems += _check_and_record(item, m, 0, 0)
                 if (_failed(item) or problems) and item.config.getoption("--keep-vm"):
                     print(f"\n{evidence.ssh_hint(m)}")
                     continue
             m.destroy()
-        if self.templates is not None and self.session is self:
-            self.templates.close()
         if problems:
             pytest.fail("badness found after the test:\n  " + "\n  ".join(problems))
 
-    def _keep_evidence(self, m: Machine) -> None:
-        dest = self.artifacts / self.distro.name / m.name
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ("console.log", "domain.xml"):
-            if (m.dir / name).exists():
-                shutil.copy(m.dir / name, dest / name)
-        (dest / "timings.json").write_text(json.dumps(m.timings, indent=2) + "\n")
-
-
-def _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator,
-             session: MachineFactory | None = None) -> MachineFactory:
-    cold = request.config.getoption("--cold-boots")
-    templates = None if cold else (session.templates if session else
-                                   snapshot.Templates(libvirt_conn))
-    return MachineFactory(request, harness_run, libvirt_conn, distro, local_image, accelerator,
-                          Path(request.config.getoption("--artifacts")), templates, session)
-
 
 @pytest.fixture(scope="session")
-def session_machines(request, harness_run, libvirt_conn, distro, local_image, accelerator
-                     ) -> Iterator[MachineFactory]:
-    factory = _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator)
+def session_machines(request, harness_session, distro) -> Iterator[MachineFactory]:
+    factory = MachineFactory(request, harness_session, distro)
     yield factory
     factory.close()
 
 
 @pytest.fixture
-def machine_factory(request, session_machines, harness_run, libvirt_conn, distro, local_image,
-                    accelerator) -> Iterator[MachineFactory]:
+def machine_factory(request, harness_session, distro, session_machines
+                    ) -> Iterator[MachineFactory]:
     """Machines that live for one test: `machine_factory("name")`."""
-    factory = _factory(request, harness_run, libvirt_conn, distro, local_image, accelerator,
-                       session_machines)
+    factory = MachineFactory(request, harness_session, distro)
     yield factory
     factory.close()
 
 
 @pytest.fixture
-def machine(session_machines: MachineFactory) -> Machine:
-    """The machine shared by tests that do not change it."""
-    return session_machines.shared()
+def machine(request: pytest.FixtureRequest) -> Machine:
+    """The machine shared by tests that do not change it (refused, before anything
+    starts, to a destructive test)."""
+    if request.node.get_closest_marker("destructive") is not None:
+        pytest.fail(f"{request.node.nodeid} is destructive: it must boot its own machine "
+                    "with machine_factory, not change the shared one", pytrace=False)
+    return request.getfixturevalue("session_machines").shared()
 
 
 @pytest.fixture
-def host(machine: Machine):
+def testinfra_host(machine: Machine):
     """The shared machine as a pytest-testinfra Host, over the harness's SSH:
-    `host.service("docker").is_running`, `host.mount_point("/").options`."""
+    `testinfra_host.service("docker").is_running`.
+
+    Not named `host`: pytest-testinfra's own plugin defines a `host` fixture (over
+    its --hosts connections), and which of two plugins' same-named fixtures a test
+    gets depends on the order pytest loads them, which differs between `pytest`,
+    `harness run` and `harness matrix`. A conftest may alias it as `host`
+    (tests/suites/conftest.py does): a conftest's fixture always wins over a plugin's."""
     from harness.plugin.testinfra import host_for
 
     return host_for(machine)

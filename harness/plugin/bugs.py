@@ -1,10 +1,12 @@
-"""`harness repro BUG`: find a bug reproduction by its short name and read, from its
-`bug` marker, which distros it affects, so the CLI can boot exactly those."""
+"""Reported bugs: `harness repro BUG` finds a bug reproduction by its short name and
+reads, from its `bug` marker, which distros it affects; `judge` turns the failures a
+distro exists to reproduce (catalog `reproduces`) into "reproduces <url>", not red."""
 
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.catalog import KnownBug
 from harness.paths import REPO
 
 BUGS = REPO / "tests" / "bugs"
@@ -44,3 +46,30 @@ def find(name: str) -> BugCase:
                 return BugCase(path, attr, kw.get("url", ""), tuple(kw.get("affected", ())),
                                tuple(kw.get("fixed", ())))
     raise LookupError(f"{path} has no test marked @pytest.mark.bug")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a test's outcome means once the distro's known bugs are taken into account."""
+
+    outcome: str  # "passed", "failed", "skipped" (pytest's words)
+    reproduces: str = ""  # the tracker link, when the failure is the known bug
+    message: str = ""  # why a known bug's test is red
+
+
+def judge(bugs: tuple[KnownBug, ...], nodeid: str, outcome: str, text: str) -> Verdict:
+    """A test one of `bugs` makes fail: its failure with the symptom reproduces the bug
+    (not red); a failure without the symptom stays red; a pass is red too, since the
+    bug no longer reproduces (fixed, or changed)."""
+    test = nodeid.split("[", 1)[0]
+    bug = next((b for b in bugs if any(test.endswith(t) for t in b.tests)), None)
+    if bug is None or outcome == "skipped":
+        return Verdict(outcome)
+    if outcome == "failed":
+        if bug.symptom in text:
+            return Verdict("skipped", reproduces=bug.url)
+        return Verdict("failed", message=f"failed, but not with the symptom of {bug.url} "
+                                         f"({bug.symptom!r}): a different failure")
+    return Verdict("failed", message=f"passed, but {bug.url} was expected to reproduce "
+                                     f"({bug.symptom!r}): fixed or changed? update the "
+                                     "catalog's `reproduces`")

@@ -2,8 +2,8 @@
 
 Kola's lesson: a test can pass while the machine under it panicked, oopsed or
 lost a unit. After every test the console and the guest's journal are checked
-for such "badness"; a test that expects one opts out of that named check with
-`@pytest.mark.allow("segfault")`.
+against harness.vm.console's table, and the guest for failed units; a test that
+expects one opts out of that named check with `@pytest.mark.allow("segfault")`.
 """
 
 import base64
@@ -14,19 +14,13 @@ import shutil
 import urllib.parse
 from pathlib import Path
 
-BADNESS = {
-    "kernel-panic": re.compile(r"Kernel panic - not syncing.*"),
-    "oops": re.compile(r"(?:BUG: |Oops: |general protection fault).*"),
-    "segfault": re.compile(r"\S+\[\d+\]: segfault at .*"),
-    "emergency-shell": re.compile(r"You are in emergency mode.*|Dropping to a shell!.*"),
-    "oom-kill": re.compile(r"Out of memory: Killed process.*"),
-}
-CHECKS = (*BADNESS, "failed-units")
+from harness.vm import console
+
+CHECKS = (*console.BY_NAME, "failed-units")
 
 
 def console_problems(text: str, allowed: set[str]) -> list[str]:
-    return [f"{name}: {m.group(0).strip()}" for name, rx in BADNESS.items()
-            if name not in allowed and (m := rx.search(text))]
+    return [str(f) for f in console.scan(text, allowed)]
 
 
 def guest_problems(machine, since_us: int, allowed: set[str]) -> list[str]:
@@ -53,19 +47,29 @@ def guest_clock_us(machine) -> int:
     return int(float(uptime[0]) * 10**6) if uptime else 0
 
 
-def save(machine, dest: Path, journal: bool) -> Path:
-    """Console log, domain XML, seed contents (private keys redacted), timings,
-    and the guest journal when asked (a failed test)."""
+def keep(machine, dest: Path) -> Path:
+    """What every machine leaves: console log, domain XML, its timings, and those of
+    the cold boot behind it (boot.json: a restored machine's template's)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("console.log", "domain.xml"):
         if (machine.dir / name).exists():
             shutil.copy(machine.dir / name, dest / name)
+    (dest / "timings.json").write_text(json.dumps(machine.timings, indent=2) + "\n")
+    template = machine.template or machine
+    boot = {"machine": template.name, "timings": machine.boot_timings}
+    (dest / "boot.json").write_text(json.dumps(boot, indent=2) + "\n")
+    return dest
+
+
+def save(machine, dest: Path, journal: bool) -> Path:
+    """What a failed test's machine leaves besides (keep): the seed contents (private
+    keys redacted) and, when asked, the guest journal."""
+    keep(machine, dest)
     seed_dir = dest / "seed"
     secret = machine.host_key.private_pem if machine.host_key else ""
     for name, data in getattr(machine.seed, "files", {}).items():
         (seed_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (seed_dir / name).write_bytes(redact(data, secret))
-    (dest / "timings.json").write_text(json.dumps(machine.timings, indent=2) + "\n")
     if journal and machine.res.domain is not None:
         try:
             text = machine.run("journalctl -b --no-pager -o short-monotonic").stdout

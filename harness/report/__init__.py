@@ -1,9 +1,11 @@
 """The comparison report: what a run measured, per distro, as Markdown and one HTML page.
 
 It reads only what the run left in the artifacts folder (facts.json from the
-facts suite, junit.xml, the shared machine's timings, status.json from the
-matrix), so every value in it was measured by that run; a missing value names
-why. The HTML page is self-contained (inline CSS and SVG, no script, font or
+facts suite, junit.xml, the boot phases of the machine that cold-booted,
+status.json from the matrix), so every value in it was measured by that run; a
+missing value names why, and one unreadable file spoils only its own cells.
+The tables are built once, as a model (`build`); Markdown and HTML only render
+it. The HTML page is self-contained (inline CSS and SVG, no script, font or
 URL), so it can be mailed or uploaded as a CI artifact and still render.
 """
 
@@ -16,6 +18,7 @@ from xml.etree import ElementTree as ET
 
 from harness import catalog
 from harness.report.facts import Value, from_json
+from harness.vm import readiness
 
 # (key in facts.json, column heading)
 COLUMNS = (
@@ -29,14 +32,11 @@ COLUMNS = (
     ("bundled_tools", "bundled tools"),
     ("first_boot", "first boot configured by"),
 )
-# Boot phases: (name, timings key it ends at); each starts where the previous ended.
-PHASES = (
-    ("firmware to kernel", "kernel"),
-    ("to SSH", "ssh"),
-    ("to first command", "command"),
-    ("to boot finished", "ready"),
-)
+# Boot phases, from the machine's readiness table: (label, timings key it ends at);
+# each starts where the previous ended.
+PHASES = tuple((p.label, p.name) for p in readiness.PHASES)
 COLOURS = ("#4e79a7", "#f28e2b", "#59a14f", "#b07aa1")
+REPRODUCES = "reproduces "  # junit's xfail message for a known bug (harness.plugin.bugs)
 
 
 @dataclass
@@ -44,11 +44,14 @@ class SuiteResult:
     passed: int = 0
     failed: int = 0
     skipped: int = 0
-    notes: list[str] = field(default_factory=list)  # failures and skip reasons, by test
+    reproduced: int = 0  # failures that are a known bug this distro exists to show
+    # (test name, what happened, tracker link of a reproduced bug)
+    notes: list[tuple[str, str, str]] = field(default_factory=list)
 
     def summary(self) -> str:
-        parts = [f"{n} {word}" for n, word in ((self.passed, "passed"), (self.failed, "failed"),
-                                                (self.skipped, "skipped")) if n]
+        parts = [f"{n} {word}" for n, word in (
+            (self.passed, "passed"), (self.failed, "failed"),
+            (self.reproduced, "reproduce a known bug"), (self.skipped, "skipped")) if n]
         return ", ".join(parts) or "no tests"
 
 
@@ -64,6 +67,7 @@ class DistroRun:
     suites_why: str = ""
     placement: str = ""
     facts_why: str = ""
+    seed: str = ""  # the first-boot format, from the catalog
 
     def fact(self, key: str) -> Value:
         if self.status:
@@ -77,10 +81,12 @@ class DistroRun:
 
 def load(artifacts: Path) -> list[DistroRun]:
     """Every distro of the run in `artifacts`: the matrix's list, else each distro folder."""
-    plan = artifacts / "matrix.json"
-    if plan.exists():
-        names = [d["distro"] for d in json.loads(plan.read_text())["distros"]]
-    else:
+    if not artifacts.is_dir():
+        raise FileNotFoundError(f"{artifacts}: no such folder (a run's --artifacts folder)")
+    plan = _read_json(artifacts / "matrix.json").get("distros")
+    names = [d["distro"] for d in plan if isinstance(d, dict) and isinstance(d.get("distro"), str)
+             and "/" not in d["distro"]] if isinstance(plan, list) else []
+    if not names:
         names = sorted(p.name for p in artifacts.iterdir() if p.is_dir() and _has_results(p))
     return [load_distro(artifacts / name) for name in names]
 
@@ -90,49 +96,59 @@ def _has_results(folder: Path) -> bool:
 
 
 def load_distro(folder: Path) -> DistroRun:
-    run = DistroRun(folder.name, title=_title(folder.name))
+    run = DistroRun(folder.name)
+    try:
+        entry = catalog.get(folder.name)
+        run.title, run.seed = entry.title, entry.boot.seed
+    except catalog.CatalogError:
+        pass
     status = _read_json(folder / "status.json")
     if status:
         run.status = "" if status.get("ran", True) else f"not run: {status.get('reason', '?')}"
-        run.placement = status.get("libvirt_uri", "")
+        run.placement = str(status.get("libvirt_uri", ""))
     _load_facts(run, folder)
     _load_timings(run, folder)
     _load_junit(run, folder / "junit.xml")
     return run
 
 
-def _title(name: str) -> str:
-    try:
-        return catalog.get(name).title
-    except catalog.CatalogError:
-        return ""
-
-
 def _read_json(path: Path) -> dict:
+    """A JSON object from `path`, or {} when it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _load_facts(run: DistroRun, folder: Path) -> None:
     data = _read_json(folder / "facts.json")
+    try:
+        run.facts = from_json(data.get("facts") or {})
+    except (AttributeError, TypeError):
+        data = {}
     if not data:
-        run.facts_why = "not measured: no facts.json (the facts suite did not run or failed)"
+        run.facts_why = "not measured: no readable facts.json (the facts suite did not run, " \
+                        "failed, or left a malformed file)"
         return
-    run.facts = from_json(data.get("facts", {}))
-    run.title = data.get("title") or run.title
-    run.timings = data.get("timings") or {}
+    run.title = str(data.get("title") or run.title)
+    run.timings = _timings(data.get("timings"))
+
+
+def _timings(data: object) -> dict[str, float]:
+    if not isinstance(data, dict):
+        return {}
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
 
 
 def _load_timings(run: DistroRun, folder: Path) -> None:
-    """The shared machine's boot phases, when facts.json did not carry them."""
+    """The phases of the cold boot behind the shared machine (its boot.json), when
+    facts.json did not carry them."""
     if run.timings:
         return
-    shared = _read_json(folder / f"{run.name}-shared" / "timings.json")
-    if shared:
-        run.timings = shared
-    else:
+    boot = _read_json(folder / f"{run.name}-shared" / "boot.json")
+    run.timings = _timings(boot.get("timings"))
+    if not run.timings:
         run.timings_why = run.status or "not measured: no machine of this distro finished booting"
 
 
@@ -165,10 +181,14 @@ def _count(suite: SuiteResult, case: ET.Element) -> None:
     skipped = case.find("skipped")
     if problem is not None:
         suite.failed += 1
-        suite.notes.append(f"{name}: failed: {_first_line(problem)}")
+        suite.notes.append((name, f"failed: {_first_line(problem)}", ""))
+    elif skipped is not None and skipped.get("message", "").startswith(REPRODUCES):
+        suite.reproduced += 1
+        url = skipped.get("message", "").removeprefix(REPRODUCES)
+        suite.notes.append((name, "reproduces", url))
     elif skipped is not None:
         suite.skipped += 1
-        suite.notes.append(f"{name}: skipped: {_first_line(skipped)}")
+        suite.notes.append((name, f"skipped: {_first_line(skipped)}", ""))
     else:
         suite.passed += 1
 
@@ -188,8 +208,6 @@ def _first_line(element: ET.Element) -> str:
     return summary
 
 
-# -- shared helpers -----------------------------------------------------------------------
-
 def phases(timings: dict[str, float]) -> list[tuple[str, float]]:
     """Durations of each boot phase from cumulative marks; phases not reached are left out."""
     out, start = [], 0.0
@@ -205,6 +223,8 @@ def suite_names(runs: list[DistroRun]) -> list[str]:
     return sorted({s for r in runs for s in r.suites})
 
 
+# -- the model: every table built once ---------------------------------------------------
+
 class Notes:
     """Numbered reasons for unmeasured values, shown once below the tables."""
 
@@ -217,85 +237,165 @@ class Notes:
         return self.items.index(why) + 1
 
 
-# -- Markdown -----------------------------------------------------------------------------
-
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _md_value(v: Value, notes: Notes) -> str:
-    return _md_cell(v.value) if v.value is not None else f"not measured [{notes.ref(v.why)}]"
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    note: int = 0  # a "why is this missing" note number, when the value is missing
+    state: str = ""  # "", "missing", "failed" or "reproduces"
+    link: str = ""
 
 
-def markdown(runs: list[DistroRun], generated: str) -> str:
-    notes = Notes()
-    lines = ["# Container OS comparison", "",
-             f"Generated {generated} from the artifacts of one run; every value below was "
-             "measured in that run.", "", "## Comparison", "",
-             "| distro | " + " | ".join(h for _, h in COLUMNS) + " | boot finished |",
-             "|---" * (len(COLUMNS) + 2) + "|"]
-    for r in runs:
-        if r.status:
-            lines.append(_md_not_run(r, notes, len(COLUMNS) + 1))
-            continue
-        cells = [_md_value(r.fact(key), notes) for key, _ in COLUMNS]
-        cells.append(_md_boot(r, notes))
-        lines.append(f"| **{r.name}** | " + " | ".join(cells) + " |")
-    lines += _md_suites(runs, notes) + _md_phases(runs, notes)
-    lines += ["", "## Why a value is missing", ""]
-    lines += [f"{i}. {_md_cell(why)}" for i, why in enumerate(notes.items, 1)] or ["(none)"]
-    return "\n".join(lines) + "\n"
+@dataclass
+class Row:
+    name: str
+    cells: list[Cell] = field(default_factory=list)
+    not_run: str = ""  # the whole row is this reason
 
 
-def _md_not_run(r: DistroRun, notes: Notes, cells: int) -> str:
-    return f"| **{r.name}** | not run [{notes.ref(r.status)}] |" + " |" * (cells - 1)
+@dataclass
+class Table:
+    id: str
+    title: str
+    headers: list[str]
+    rows: list[Row]
 
 
-def _md_boot(r: DistroRun, notes: Notes) -> str:
+@dataclass
+class Report:
+    generated: str
+    tables: list[Table]
+    details: list[tuple[str, list[Cell]]]  # per distro: its failures, reproductions, skips
+    notes: Notes
+    runs: list[DistroRun]
+
+
+def _value_cell(v: Value, notes: Notes) -> Cell:
+    if v.value is not None:
+        return Cell(v.value)
+    return Cell("not measured", notes.ref(v.why), "missing")
+
+
+def _boot_value(r: DistroRun) -> Value:
     if "ready" in r.timings:
-        return f"{r.timings['ready']:.1f} s"
-    return f"not measured [{notes.ref(r.timings_why or 'not measured: boot did not finish')}]"
+        return Value(f"{r.timings['ready']:.1f} s")
+    return Value(None, r.timings_why or "not measured: boot did not finish")
 
 
-def _md_suites(runs: list[DistroRun], notes: Notes) -> list[str]:
-    names = suite_names(runs)
-    lines = ["", "## Suites", "", "| distro | " + " | ".join(names) + " |",
-             "|---" * (len(names) + 1) + "|"]
+def build(runs: list[DistroRun], generated: str) -> Report:
+    """The report's tables, rows and notes; the renderers below only format them."""
+    notes = Notes()
+    tables = [_comparison(runs, notes), _suites(runs, notes), _phase_table(runs, notes)]
+    details = []
+    for r in runs:
+        cells = [Cell(f"{suite}: {name}: {what}", state=_state(what), link=url)
+                 for suite in sorted(r.suites) for name, what, url in r.suites[suite].notes]
+        if cells:
+            details.append((r.name, cells))
+    return Report(generated, tables, details, notes, runs)
+
+
+def _state(what: str) -> str:
+    return "reproduces" if what == "reproduces" else "failed" if what.startswith("failed") \
+        else ""
+
+
+def _not_run(r: DistroRun, notes: Notes) -> Row:
+    notes.ref(r.status)
+    return Row(r.name, not_run=r.status)
+
+
+def _comparison(runs: list[DistroRun], notes: Notes) -> Table:
+    rows = []
     for r in runs:
         if r.status:
-            lines.append(_md_not_run(r, notes, len(names)))
+            rows.append(_not_run(r, notes))
             continue
-        if not r.suites:
-            lines.append(f"| {r.name} | " + " | ".join(
-                [f"not run [{notes.ref(r.suites_why)}]"] * len(names)) + " |")
-            continue
-        cells = [r.suites[s].summary() if s in r.suites else "—" for s in names]
-        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+        cells = [_value_cell(r.fact(key), notes) for key, _ in COLUMNS]
+        cells.append(Cell(r.seed or "?"))
+        cells.append(_value_cell(_boot_value(r), notes))
+        rows.append(Row(r.name, cells))
+    headers = [h for _, h in COLUMNS] + ["first-boot format", "boot finished"]
+    return Table("comparison", "Comparison", headers, rows)
+
+
+def _suites(runs: list[DistroRun], notes: Notes) -> Table:
+    names = suite_names(runs)
+    rows = []
     for r in runs:
-        details = [f"- {s}: {_md_cell(n)}" for s in names if s in r.suites
-                   for n in r.suites[s].notes]
-        if details:
-            lines += ["", f"### {r.name}: failures and skips", "", *details]
-    return lines
+        if r.status:
+            rows.append(_not_run(r, notes))
+        elif not r.suites:
+            rows.append(Row(r.name, [Cell("not run", notes.ref(r.suites_why), "missing")]
+                            * len(names)))
+        else:
+            rows.append(Row(r.name, [_suite_cell(r.suites.get(s)) for s in names]))
+    return Table("suites", "Suites", names, rows)
 
 
-def _md_phases(runs: list[DistroRun], notes: Notes) -> list[str]:
-    lines = ["", "## Boot phases (seconds)", "",
-             "| distro | " + " | ".join(n for n, _ in PHASES) + " | total |",
-             "|---" * (len(PHASES) + 2) + "|"]
+def _suite_cell(s: SuiteResult | None) -> Cell:
+    if s is None:
+        return Cell("—")
+    return Cell(s.summary(), state="failed" if s.failed else "reproduces" if s.reproduced
+                else "")
+
+
+def _phase_table(runs: list[DistroRun], notes: Notes) -> Table:
+    rows = []
     for r in runs:
         got = dict(phases(r.timings))
         if r.status:
-            lines.append(_md_not_run(r, notes, len(PHASES) + 1))
-            continue
-        if not got:
+            rows.append(_not_run(r, notes))
+        elif not got:
             why = r.timings_why or "not measured: no boot phase recorded"
-            lines.append(f"| {r.name} | " + " | ".join(
-                [f"not measured [{notes.ref(why)}]"] * (len(PHASES) + 1)) + " |")
-            continue
-        cells = [f"{got[n]:.1f}" if n in got else "not reached" for n, _ in PHASES]
-        lines.append(f"| {r.name} | " + " | ".join(cells) + f" | {sum(got.values()):.1f} |")
-    return lines
+            rows.append(Row(r.name, [Cell("not measured", notes.ref(why), "missing")]
+                            * (len(PHASES) + 1)))
+        else:
+            cells = [Cell(f"{got[n]:.1f}" if n in got else "not reached") for n, _ in PHASES]
+            rows.append(Row(r.name, [*cells, Cell(f"{sum(got.values()):.1f}")]))
+    return Table("phases", "Boot phases (seconds)", [n for n, _ in PHASES] + ["total"], rows)
+
+
+# -- Markdown -----------------------------------------------------------------------------
+
+def _md(text: str) -> str:
+    """Text safe in a Markdown table cell: no HTML, no cell or line breaks."""
+    text = html.escape(text, quote=False)
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _md_cell(cell: Cell) -> str:
+    text = _md(cell.text)
+    if cell.state == "reproduces" and cell.link:
+        text += f" [{_md(cell.link)}]({_md(cell.link)})"
+    return f"{text} [{cell.note}]" if cell.note else text
+
+
+def markdown(runs: list[DistroRun], generated: str) -> str:
+    return render_markdown(build(runs, generated))
+
+
+def render_markdown(report: Report) -> str:
+    lines = ["# Container OS comparison", "",
+             f"Generated {_md(report.generated)} from the artifacts of one run; every value "
+             "below was measured in that run."]
+    for table in report.tables:
+        lines += ["", f"## {_md(table.title)}", "",
+                  "| distro | " + " | ".join(_md(h) for h in table.headers) + " |",
+                  "|---" * (len(table.headers) + 1) + "|"]
+        for row in table.rows:
+            name = f"**{_md(row.name)}**"
+            if row.not_run:
+                cells = [f"not run [{report.notes.ref(row.not_run)}]"] + \
+                    [""] * (len(table.headers) - 1)
+            else:
+                cells = [_md_cell(c) for c in row.cells]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, cells in report.details:
+        lines += ["", f"### {_md(name)}: failures, reproductions and skips", ""]
+        lines += [f"- {_md_cell(c)}" for c in cells]
+    lines += ["", "## Why a value is missing", ""]
+    lines += [f"{i}. {_md(why)}" for i, why in enumerate(report.notes.items, 1)] or ["(none)"]
+    return "\n".join(lines) + "\n"
 
 
 # -- HTML ---------------------------------------------------------------------------------
@@ -310,101 +410,63 @@ th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-al
 th { background: #eef1f5; white-space: nowrap; }
 td.nw { white-space: nowrap; }
 td.missing { color: #8a5a00; background: #fff8e6; }
-td.failed { color: #a00; font-weight: bold; }
+td.failed, li.failed { color: #a00; font-weight: bold; }
+td.reproduces, li.reproduces { color: #5b3a99; background: #f1ecfa; }
 tr.notrun td { background: #f4f4f4; color: #666; }
 sup { font-size: 10px; }
 ol.notes li, ul.details li { margin: 2px 0; }
 """
 
 
-def _cell(v: Value, notes: Notes) -> str:
-    if v.value is not None:
-        # A one-word value (a version, a size) reads badly when wrapped at its hyphens.
-        nowrap = "" if " " in v.value else ' class="nw"'
-        return f"<td{nowrap}>{html.escape(v.value)}</td>"
-    n = notes.ref(v.why)
-    return (f'<td class="missing" title="{html.escape(v.why)}">not measured '
-            f'<sup><a href="#note-{n}">{n}</a></sup></td>')
+def _html_cell(cell: Cell) -> str:
+    classes = [cell.state] if cell.state else []
+    if " " not in cell.text:  # a version or a size reads badly when wrapped at hyphens
+        classes.append("nw")
+    attr = f' class="{" ".join(classes)}"' if classes else ""
+    text = html.escape(cell.text)
+    if cell.link:
+        text += f' <a href="{html.escape(cell.link)}">{html.escape(cell.link)}</a>'
+    if cell.note:
+        text += f' <sup><a href="#note-{cell.note}">{cell.note}</a></sup>'
+    return f"<td{attr}>{text}</td>"
+
+
+def _html_table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.headers)
+    rows = []
+    for row in table.rows:
+        name = f"<td><b>{html.escape(row.name)}</b></td>"
+        if row.not_run:  # one cell: repeating "not run" in each column says nothing more
+            rows.append(f'<tr class="notrun">{name}<td colspan="{len(table.headers)}">'
+                        f"{html.escape(row.not_run)}</td></tr>")
+        else:
+            rows.append(f"<tr>{name}{''.join(_html_cell(c) for c in row.cells)}</tr>")
+    return (f'<h2>{html.escape(table.title)}</h2><div class="scroll"><table id="{table.id}">'
+            f"<tr><th>distro</th>{head}</tr>{''.join(rows)}</table></div>")
 
 
 def page(runs: list[DistroRun], generated: str) -> str:
-    notes = Notes()
-    body = [f"<h1>Container OS comparison</h1><p class=\"meta\">Generated "
-            f"{html.escape(generated)} from the artifacts of one run; every value was measured "
-            "in that run.</p>", "<h2>Comparison</h2>", _html_comparison(runs, notes),
-            "<h2>Suites</h2>", _html_suites(runs, notes),
-            "<h2>Boot phases</h2>", svg_chart(runs), _html_notes(notes)]
+    return render_page(build(runs, generated))
+
+
+def render_page(report: Report) -> str:
+    body = [f'<h1>Container OS comparison</h1><p class="meta">Generated '
+            f"{html.escape(report.generated)} from the artifacts of one run; every value was "
+            "measured in that run.</p>"]
+    body += [_html_table(t) for t in report.tables]
+    for name, cells in report.details:
+        items = "".join(f'<li class="{c.state}">{_html_cell(c)[4:-5]}</li>' if c.state else
+                        f"<li>{_html_cell(c)[4:-5]}</li>" for c in cells)
+        body.append(f"<p><b>{html.escape(name)}</b>: failures, reproductions and skips</p>"
+                    f'<ul class="details">{items}</ul>')
+    body.append(svg_chart(report.runs))
+    if report.notes.items:
+        items = "".join(f'<li id="note-{i}">{html.escape(why)}</li>'
+                        for i, why in enumerate(report.notes.items, 1))
+        body.append(f'<h2>Why a value is missing</h2><ol class="notes">{items}</ol>')
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<title>Container OS comparison</title>"
             f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
-
-
-def _html_comparison(runs: list[DistroRun], notes: Notes) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in COLUMNS)
-    rows = []
-    for r in runs:
-        name = f"<td><b>{html.escape(r.name)}</b>"
-        if r.status:
-            rows.append(_not_run_row(r, len(COLUMNS) + 1))
-            continue
-        boot = (Value(f"{r.timings['ready']:.1f} s") if "ready" in r.timings
-                else Value(None, r.timings_why or "not measured: boot did not finish"))
-        cells = "".join(_cell(r.fact(key), notes) for key, _ in COLUMNS) + _cell(boot, notes)
-        rows.append(f"<tr>{name}</td>{cells}</tr>")
-    return (f'<div class="scroll"><table id="comparison"><tr><th>distro</th>{head}'
-            f"<th>boot finished</th></tr>{''.join(rows)}</table></div>")
-
-
-def _html_suites(runs: list[DistroRun], notes: Notes) -> str:
-    names = suite_names(runs)
-    rows = []
-    for r in runs:
-        if r.status:
-            rows.append(_not_run_row(r, len(names)))
-            continue
-        if not r.suites:
-            why = Value(None, r.suites_why)
-            rows.append(f"<tr><td><b>{html.escape(r.name)}</b></td>"
-                        + _cell(why, notes) * len(names) + "</tr>")
-            continue
-        cells = "".join(_suite_cell(r.suites.get(s)) for s in names)
-        rows.append(f"<tr><td><b>{html.escape(r.name)}</b></td>{cells}</tr>")
-    head = "".join(f"<th>{html.escape(s)}</th>" for s in names)
-    table = (f'<div class="scroll"><table id="suites"><tr><th>distro</th>{head}</tr>'
-             f"{''.join(rows)}</table></div>")
-    return table + _html_details(runs, names)
-
-
-def _not_run_row(r: DistroRun, span: int) -> str:
-    """One cell for the whole row: repeating "not run" in each column says nothing more."""
-    return (f'<tr class="notrun"><td><b>{html.escape(r.name)}</b></td>'
-            f'<td colspan="{span}">{html.escape(r.status)}</td></tr>')
-
-
-def _suite_cell(s: SuiteResult | None) -> str:
-    if s is None:
-        return "<td>—</td>"
-    cls = ' class="failed"' if s.failed else ""
-    return f"<td{cls}>{html.escape(s.summary())}</td>"
-
-
-def _html_details(runs: list[DistroRun], names: list[str]) -> str:
-    out = []
-    for r in runs:
-        items = [f"<li>{html.escape(s)}: {html.escape(n)}</li>" for s in names
-                 if s in r.suites for n in r.suites[s].notes]
-        if items:
-            out.append(f"<p><b>{html.escape(r.name)}</b>: failures and skips</p>"
-                       f"<ul class=\"details\">{''.join(items)}</ul>")
-    return "".join(out)
-
-
-def _html_notes(notes: Notes) -> str:
-    if not notes.items:
-        return ""
-    items = "".join(f'<li id="note-{i}">{html.escape(why)}</li>'
-                    for i, why in enumerate(notes.items, 1))
-    return f'<h2>Why a value is missing</h2><ol class="notes">{items}</ol>'
 
 
 # -- the chart ----------------------------------------------------------------------------

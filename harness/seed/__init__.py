@@ -47,8 +47,9 @@ How each format maps it (a key a format cannot express is a SeedError):
      cloud-init read it on first boot, and that users, runcmd, units and ssh_keys
      apply there (its / is read-only; users go to extrausers).
  (7) Ubuntu Snappy 15.04 reads no first-boot configuration; the harness must log in
-     by password and cannot verify the host key (Media.password_login,
-     Media.host_key_given = False). The driver's SSH is key-only today.
+     by password and cannot verify the host key in advance (Media.password_login,
+     Media.host_key_given = False). harness.vm.ssh.trust_for pins the key the
+     console prints, else trusts the first key offered with a WARNING.
 
 Seed options (catalog `boot.seed_options`): `ignition_spec` (default 3.3.0),
 `fw_cfg` (opt/com.coreos/config for Fedora CoreOS, opt/org.flatcar-linux/config
@@ -60,8 +61,8 @@ Debian, so only the config-2 layout is read back (by cloud-init's reader).
 """
 
 import json
-import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.seed import cloudconfig, ignition
@@ -73,46 +74,60 @@ from harness.seed.base import (
     check_sizes,
     check_total,
     merge,
+    private_file,
     template,
     write_iso,
 )
 
-__all__ = ["FORMATS", "Intent", "Media", "SeedError", "build", "merge", "write_iso"]
+__all__ = ["FORMATS", "WRITERS", "Intent", "Media", "SeedError", "build", "check_options",
+           "merge", "write_iso"]
 
-OPTIONS = {
-    "nocloud": {},
-    "config-2": {"dialect": ("cloud-init", "coreos-cloudinit")},
-    "ignition": {"ignition_spec": ignition.SPECS, "fw_cfg": ignition.FW_CFG},
-    "rancher": {"route": ("config-2", "cmdline")},
-    "ubuntu-core": {},
-    "none": {},
-}
-DEFAULTS = {"dialect": "cloud-init", "ignition_spec": "3.3.0",
-            "fw_cfg": "opt/com.coreos/config", "route": "config-2"}
-FORMATS = tuple(OPTIONS)
+@dataclass(frozen=True)
+class Writer:
+    """One first-boot format: its writer and the seed options it takes, each with
+    its allowed values and default (catalog `boot.seed_options`)."""
+
+    write: Callable[[Intent, Path, dict[str, str]], Media]
+    options: dict[str, tuple[tuple[str, ...], str]]
+
+
+# seed format -> Writer; each writer below registers itself with @writer(...).
+WRITERS: dict[str, Writer] = {}
+
+
+def writer(name: str, **options: tuple[tuple[str, ...], str]):
+    """Register the function below as the writer of format `name`; `options` maps
+    each seed option to (allowed values, default)."""
+    def register(fn: Callable[[Intent, Path, dict[str, str]], Media]):
+        WRITERS[name] = Writer(fn, options)
+        return fn
+    return register
 
 
 def build(seed_format: str, intent: Intent, dest_dir: Path,
           options: Mapping[str, str] | None = None) -> Media:
     """The first-boot media for a catalog entry's `boot.seed` format, written to
     `dest_dir`; `options` are the entry's `boot.seed_options`."""
-    if seed_format not in OPTIONS:
-        raise SeedError(f"seed format {seed_format!r} is unknown; known: {', '.join(FORMATS)}")
-    opts = _options(seed_format, options or {})
+    opts = check_options(seed_format, options or {})
     dest_dir.mkdir(parents=True, exist_ok=True)
-    return WRITERS[seed_format](intent, dest_dir, opts)
+    return WRITERS[seed_format].write(intent, dest_dir, opts)
 
 
-def _options(seed_format: str, given: Mapping[str, str]) -> dict[str, str]:
-    allowed = OPTIONS[seed_format]
+def check_options(seed_format: str, given: Mapping[str, str]) -> dict[str, str]:
+    """The options for `seed_format` with defaults filled in; SeedError naming the
+    format or option when one is unknown or has a value the format does not take."""
+    if seed_format not in WRITERS:
+        raise SeedError(f"seed format {seed_format!r} is unknown; "
+                        f"known: {', '.join(WRITERS)}")
+    allowed = WRITERS[seed_format].options
     for key, value in given.items():
         if key not in allowed:
             raise SeedError(f"seed option {key!r} does not apply to {seed_format}; "
                             f"it takes {', '.join(allowed) or 'none'}")
-        if value not in allowed[key]:
+        if value not in allowed[key][0]:
             raise SeedError(f"seed option {key}: {value!r} is not one of "
-                            f"{', '.join(allowed[key])}")
-    return {k: given.get(k, DEFAULTS[k]) for k in allowed}
+                            f"{', '.join(allowed[key][0])}")
+    return {k: given.get(k, default) for k, (_, default) in allowed.items()}
 
 
 def _iso(dest: Path, label: str, files: dict[str, bytes]) -> Path:
@@ -120,6 +135,7 @@ def _iso(dest: Path, label: str, files: dict[str, bytes]) -> Path:
     return write_iso(dest, label, files)
 
 
+@writer("nocloud")
 def _nocloud(intent: Intent, dest: Path, opts: dict) -> Media:
     check_sizes(intent.extra, "iso")
     files = {"user-data": cloudconfig.document(cloudconfig.cloud_init(intent)),
@@ -128,6 +144,7 @@ def _nocloud(intent: Intent, dest: Path, opts: dict) -> Media:
                  host_key_given=intent.host_key is not None)
 
 
+@writer("config-2", dialect=(("cloud-init", "coreos-cloudinit"), "cloud-init"))
 def _config_drive(intent: Intent, dest: Path, opts: dict) -> Media:
     check_sizes(intent.extra, "iso")
     coreos = opts["dialect"] == "coreos-cloudinit"
@@ -143,6 +160,7 @@ def _openstack_iso(intent: Intent, dest: Path, config: dict, host_key: bool,
                  host_key_given=host_key, kernel_args=kernel_args)
 
 
+@writer("rancher", route=(("config-2", "cmdline"), "config-2"))
 def _rancher(intent: Intent, dest: Path, opts: dict) -> Media:
     check_sizes(intent.extra, "iso")
     config = cloudconfig.rancher(intent)
@@ -155,19 +173,21 @@ def _rancher(intent: Intent, dest: Path, opts: dict) -> Media:
     return _openstack_iso(intent, dest, config, False, args)
 
 
+@writer("ignition", ignition_spec=(ignition.SPECS, "3.3.0"),
+        fw_cfg=(ignition.FW_CFG, "opt/com.coreos/config"))
 def _ignition(intent: Intent, dest: Path, opts: dict) -> Media:
     check_sizes(intent.extra, "fw_cfg")
     data = json.dumps(ignition.config(intent, opts["ignition_spec"]), indent=2).encode() + b"\n"
     files = {"config.ign": data}
     check_total(files, "fw_cfg")
     path = dest / "config.ign"
-    # 0600: it holds the guest's private host key; libvirt lends it to QEMU (harness.vm.domain).
-    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+    with private_file(path) as f:  # libvirt gives it to QEMU's user while the domain runs
         f.write(data)
     return Media(files, fw_cfg=((opts["fw_cfg"], path),),
                  host_key_given=intent.host_key is not None)
 
 
+@writer("ubuntu-core")
 def _ubuntu_core(intent: Intent, dest: Path, opts: dict) -> Media:
     check_sizes(intent.extra, "iso")
     config = cloudconfig.cloud_init(intent, "ubuntu-core.json")
@@ -179,6 +199,7 @@ def _ubuntu_core(intent: Intent, dest: Path, opts: dict) -> Media:
                         "reads it (see harness.seed)",))
 
 
+@writer("none")
 def _none(intent: Intent, dest: Path, opts: dict) -> Media:
     if intent.extra:
         key = next(iter(intent.extra))
@@ -190,5 +211,5 @@ def _none(intent: Intent, dest: Path, opts: dict) -> Media:
                         "guest's own and cannot be verified in advance",))
 
 
-WRITERS = {"nocloud": _nocloud, "config-2": _config_drive, "ignition": _ignition,
-           "rancher": _rancher, "ubuntu-core": _ubuntu_core, "none": _none}
+
+FORMATS = tuple(WRITERS)

@@ -4,6 +4,7 @@ it produces, the deep merge, the ISO writer and the size limits of each medium."
 import base64
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,14 @@ import yaml
 from harness.seed.keys import KeyPair
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-HOSTNAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-UNIT_NAME = re.compile(r"^[A-Za-z0-9@_.:\\-]+\.(service|socket|timer|path|mount|target)$")
-PERMISSIONS = re.compile(r"^0?[0-7]{3,4}$")
+# Used with fullmatch only: `$` would let a trailing newline through.
+HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+UNIT_NAME = re.compile(r"[A-Za-z0-9@_.:\\-]+\.(service|socket|timer|path|mount|target)")
+PERMISSIONS = re.compile(r"0?[0-7]{3,4}")
+# One authorized_keys line (options, type, base64, comment): at least two fields and
+# no line break, which would add a second key.
+PUBLIC_KEY = re.compile(r"\S+[ \t]+\S[^\r\n]*")
 
 # Largest payload each medium takes. The ISO and fw_cfg caps are the harness's
 # policy, not the formats' (a seed carries configuration, cloud-init and
@@ -49,8 +54,11 @@ def parse_extra(extra: dict | str | None) -> dict:
     if extra is None or extra == "":
         return {}
     if isinstance(extra, str):
+        if len(extra.encode()) > LIMITS["iso"]:
+            raise SeedError(f"extra: {_mib(len(extra.encode()))} of YAML, more than any "
+                            f"seed medium takes ({_mib(LIMITS['iso'])})")
         try:
-            extra = yaml.safe_load(extra)
+            extra = yaml.load(extra, Loader=_NoAliases)  # a SafeLoader subclass
         except yaml.YAMLError as e:
             raise SeedError(f"extra: not valid YAML: {e}") from None
     if not isinstance(extra, dict):
@@ -72,6 +80,18 @@ def parse_extra(extra: dict | str | None) -> dict:
             raise SeedError(f"{where}: unknown key; the vocabulary is {', '.join(VOCABULARY)} "
                             "(format-native keys go under cloud_config, ignition or rancher)")
     return out
+
+
+class _NoAliases(yaml.SafeLoader):
+    """safe_load without aliases: a few hundred bytes of nested aliases expand to
+    gigabytes (the "billion laughs"), and configuration needs none."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise SeedError(f"extra: YAML aliases (*name) are not accepted (line "
+                            f"{mark.line + 1}, column {mark.column + 1}); write the value out")
+        return super().compose_node(parent, index)
 
 
 def _list(value: object, where: str) -> list:
@@ -112,12 +132,14 @@ def _record(item: object, fields: dict, where: str) -> dict:
 def _check_values(record: dict, where: str) -> None:
     checks = {
         "path": (lambda v: v.startswith("/") and ".." not in v.split("/"), "an absolute path"),
-        "permissions": (PERMISSIONS.match, "octal like '0644'"),
+        "permissions": (PERMISSIONS.fullmatch, "octal like '0644'"),
     }
     if "ssh_authorized_keys" in record:  # a user
-        checks["name"] = (USERNAME.match, "a user name (lowercase, at most 32)")
+        checks["name"] = (USERNAME.fullmatch, "a user name (lowercase, at most 32)")
+        checks["ssh_authorized_keys"] = (lambda keys: all(PUBLIC_KEY.fullmatch(k) for k in keys),
+                                         "one OpenSSH public key line per entry")
     elif "enabled" in record:  # a unit
-        checks["name"] = (UNIT_NAME.match, "a systemd unit name like 'x.service'")
+        checks["name"] = (UNIT_NAME.fullmatch, "a systemd unit name like 'x.service'")
     for name, (ok, what) in checks.items():
         if name in record and not ok(record[name]):
             raise SeedError(f"{where}.{name}: {record[name]!r:.60} is not {what}")
@@ -137,13 +159,13 @@ class Intent:
     extra: dict | str = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.hostname, str) or not HOSTNAME.match(self.hostname):
+        if not isinstance(self.hostname, str) or not HOSTNAME.fullmatch(self.hostname):
             raise SeedError(f"hostname: {self.hostname!r} is not a valid host name "
                             "(lowercase letters, digits and '-', at most 63)")
-        if not USERNAME.match(self.user):
+        if not USERNAME.fullmatch(self.user):
             raise SeedError(f"user: {self.user!r} is not a valid user name")
         for i, key in enumerate(self.authorized_keys):
-            if not isinstance(key, str) or len(key.split()) < 2:
+            if not isinstance(key, str) or not PUBLIC_KEY.fullmatch(key):
                 raise SeedError(f"authorized_keys[{i}]: not an OpenSSH public key line")
         object.__setattr__(self, "extra", parse_extra(self.extra))
 
@@ -246,9 +268,19 @@ def write_iso(dest: Path, label: str, files: dict[str, bytes]) -> Path:
                 made.add(directory)
         iso.add_fp(io.BytesIO(data), len(data), _iso9660_name(name) + ";1",
                    rr_name=parts[-1], joliet_path="/" + name)
-    iso.write(str(dest))
+    with private_file(dest) as f:
+        iso.write_fp(f)
     iso.close()
     return dest
+
+
+def private_file(path: Path):
+    """`path` opened for writing, mode 0600 whatever the umask or an older file's mode,
+    never through a symlink: seeds carry the guest's private host key."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def _iso9660_name(path: str) -> str:

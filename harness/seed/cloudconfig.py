@@ -196,9 +196,9 @@ def rancher_cmdline(config: dict) -> str:
         elif isinstance(value, bool):
             value = str(value).lower()
         text = str(value)
-        if not text or any(c.isspace() for c in text):
+        if not text or any(c.isspace() or c == '"' for c in text):
             raise SeedError(f"extra.{path}: {text!r:.40} cannot be a kernel argument "
-                            "(empty or has spaces); use the config-2 route")
+                            "(empty, or has spaces or '\"'); use the config-2 route")
         args.append(f"{path}={text}")
     return " ".join(args)
 

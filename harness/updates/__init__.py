@@ -1,7 +1,13 @@
 """Per-distro behaviour that data cannot say: how to update, roll back and tell
 which slot booted. One small adapter per update mechanism, chosen by the
-catalog's `promises.update`."""
+catalog's `promises.update`.
 
+When an update cannot be staged, the adapter says why with one of three
+outcomes, never a guess: the tool refused (`Refused`), the guest lacks what the
+mechanism needs (`PreconditionMissing`), or the vendor's server could not be
+reached (`NeedsNetwork`). Only the last one is about the network."""
+
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -24,14 +30,65 @@ class Updater(Protocol):
 
     def rollback(self, machine) -> None: ...
 
+    def abandoned(self, machine, staged: SlotStatus) -> bool:
+        """Whether the boot loader tried `staged` and fell back from it by itself."""
+
 
 class NoUpdater(Exception):
-    pass
+    """The catalog names no adapter for the distro's update mechanism."""
 
 
-class NeedsNetwork(NoUpdater):
+class NotStaged(Exception):
+    """Nothing was staged; the subclass says why."""
+
+    verdict = "not staged"
+
+
+class Refused(NotStaged):
+    """The update tool ran and declined, in its own words: a broken promise."""
+
+    verdict = "refused"
+
+
+class PreconditionMissing(NotStaged):
+    """The guest lacks something the mechanism needs (a file, a feature); the
+    message names it and how to provide it."""
+
+    verdict = "missing precondition"
+
+
+class NeedsNetwork(NotStaged):
     """The mechanism fetches updates from its vendor's server, which a guest with
-    `restrict=on` networking cannot reach; nothing can be staged offline."""
+    `restrict=on` networking cannot reach."""
+
+    verdict = "needs network"
+
+
+def pytest_verdict(error: NotStaged) -> tuple[str, str]:
+    """("skip" or "fail", message) for a suite: a missing precondition or network is
+    a reason not to run; a refusal is the promise failing."""
+    action = "fail" if isinstance(error, Refused) else "skip"
+    return action, f"{error.verdict}: {error}"
+
+
+# What a failed download says when the host cannot be reached, by the library that
+# wrote it: Go's net package (ros, snapd, locksmith) wraps lookups in "dial tcp ..."
+# and returns errNoSuchHost, "no such host" (golang/go src/net/dnsclient_unix.go), and
+# timeouts read "i/o timeout"; libcurl (ostree, tdnf) says "Could not resolve host: NAME";
+# glibc's strerror and gai_strerror say "Network is unreachable" (ENETUNREACH) and
+# "Temporary failure in name resolution" (EAI_AGAIN). Exact files for the last three
+# were not checked.
+NETWORK_ERRORS = re.compile(
+    r"no such host|i/o timeout|dial tcp|could not resolve host|network is unreachable|"
+    r"temporary failure in name resolution", re.IGNORECASE)
+
+
+def classify_failure(output: str, what: str) -> NotStaged:
+    """The outcome of a failed update command from its output: NeedsNetwork only
+    when the output says a host could not be reached; otherwise a refusal."""
+    if NETWORK_ERRORS.search(output):
+        return NeedsNetwork(f"{what}: the update server could not be reached\n{output}")
+    return Refused(f"{what}\n{output}")
 
 
 class NetworkUpdater:
@@ -49,24 +106,67 @@ class NetworkUpdater:
             f"{self.mechanism} fetches updates from {self.server}"
         return f"{self.distro.name}: {why}; the guest has no network (restrict=on)"
 
-    def _staged(self, machine, cmd: str, timeout: float | None = None) -> None:
-        """Run the documented update command; its failure offline means no server."""
+    def _staged(self, machine, cmd: str, timeout: float | None = None) -> str:
+        """Run the documented update command; a failure becomes the outcome its
+        output shows (see `classify_failure` and `_precondition`)."""
         result = machine.run(cmd, timeout)
         if result.status != 0:
-            raise NeedsNetwork(f"{self.offline_reason()}: {result.describe(cmd)}")
+            output = result.describe(cmd)
+            missing = self._precondition(output)
+            if missing:
+                raise PreconditionMissing(f"{self.distro.name}: {missing}\n{output}")
+            raise classify_failure(output, f"{self.distro.name}: {self.mechanism}")
+        return result.stdout
+
+    def _precondition(self, output: str) -> str:
+        """What the guest lacks, when the tool's output says so; "" otherwise."""
+        return ""
+
+
+# promises.update -> adapter class; adapters register themselves with @adapter(name).
+ADAPTERS: dict[str, type] = {}
+# Mechanisms the catalog may name that have no adapter (yet): their rollback skips
+# with the distro's own note.
+WITHOUT_ADAPTER = ("tdnf", "none")
+
+
+def adapter(name: str):
+    """Class decorator: the adapter for catalog `promises.update = name`."""
+    def register(cls: type) -> type:
+        ADAPTERS[name] = cls
+        return cls
+    return register
+
+
+def mechanisms() -> tuple[str, ...]:
+    """Every value the catalog's `promises.update` may take."""
+    _load_adapters()
+    return (*ADAPTERS, *WITHOUT_ADAPTER)
+
+
+def _load_adapters() -> None:
+    from harness.updates import refos, ros, rpm_ostree, snap, snappy, update_engine  # noqa: F401
 
 
 def updater(distro: Distro) -> Updater:
-    from harness.updates import refos, ros, rpm_ostree, snap, snappy, update_engine
+    """The adapter for the distro's update mechanism; NoUpdater (with the distro's
+    own words) where there is none."""
+    _load_adapters()
+    cls = ADAPTERS.get(distro.promises.update)
+    if cls is None:
+        why = distro.promises.notes.get("rollback") or \
+            f"no update adapter for {distro.promises.update}"
+        raise NoUpdater(f"{distro.name}: {why}")
+    return cls(distro)
 
-    offline = {"refos": refos.Refos}
-    networked = {"update-engine": update_engine.UpdateEngine,
-                 "rpm-ostree": rpm_ostree.RpmOstree, "snappy": snappy.Snappy,
-                 "snap": snap.Snap, "ros": ros.Ros}
-    kind = distro.promises.update
-    if kind in offline:
-        return offline[kind]()
-    if kind in networked:
-        return networked[kind](distro)
-    why = distro.promises.notes.get("rollback") or f"no update adapter for {kind}"
-    raise NoUpdater(f"{distro.name}: {why}")
+
+def applicability(distro: Distro) -> str | None:
+    """Why the update suites cannot run on `distro` here (no adapter, or staging
+    needs a server the restricted guest cannot reach), in its own terms; None if they can."""
+    try:
+        found = updater(distro)
+    except NoUpdater as e:
+        return str(e).removeprefix(f"{distro.name}: ")
+    if isinstance(found, NetworkUpdater):
+        return found.offline_reason().removeprefix(f"{distro.name}: ")
+    return None

@@ -1,8 +1,23 @@
 """refos: A/B slots with systemd-boot boot counting (see images/refos)."""
 
+import re
+
 from harness.images import build
-from harness.updates import SlotStatus
+from harness.updates import SlotStatus, adapter
 from harness.vm import timeouts
+
+
+def abandoned_slots(text: str) -> set[str]:
+    """Slots whose boot entry systemd-boot has tried and given up on: in
+    `refos-status`'s ENTRY lines, a file name `refos-<slot>+0-<done>.conf` (no tries
+    left, <done> used; systemd's boot counting, as in `bootctl` and
+    systemd-bless-boot)."""
+    found = set()
+    for line in text.splitlines():
+        m = re.match(r"ENTRY=refos-([ab])\+0-(\d+)\.conf\b", line)
+        if m and int(m.group(2)) > 0:
+            found.add(m.group(1))
+    return found
 
 
 def parse_status(text: str) -> SlotStatus:
@@ -14,7 +29,13 @@ def parse_status(text: str) -> SlotStatus:
         raise ValueError(f"refos-status output lacks {e}: {text!r}") from None
 
 
+@adapter("refos")
 class Refos:
+    """refos-update / refos-rollback / refos-status, the tools the recipe installs."""
+
+    def __init__(self, distro=None):
+        self.distro = distro
+
     def status(self, machine) -> SlotStatus:
         return parse_status(machine.succeed("refos-status"))
 
@@ -28,6 +49,10 @@ class Refos:
         machine.succeed(f"refos-update {device}", timeout=timeouts.get("ready"))
         other = {"a": "b", "b": "a"}[before.slot]
         return SlotStatus(other, built.manifest()["versions"][kind])
+
+    def abandoned(self, machine, staged: SlotStatus) -> bool:
+        """Whether the boot loader tried `staged` and fell back from it by itself."""
+        return staged.slot in abandoned_slots(machine.succeed("refos-status"))
 
     def rollback(self, machine) -> None:
         machine.succeed("refos-rollback")

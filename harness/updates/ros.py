@@ -1,17 +1,34 @@
 """RancherOS and BurmillaOS: the OS is a container image; `ros os upgrade -i IMAGE`
 switches to another image, and nothing reverts a bad one by itself (going back is
-an upgrade to the older image)."""
+an upgrade to the older image).
+
+`ros os list`, as upstream prints it:
+- v1.x (rancher/os v1.5.8 cmd/control/os.go, osMetaDataGet): one line per image,
+  newest first (the loop runs from the end of releases.yml's `available` list),
+  `IMAGE local|remote available|latest [running]`; when the running version is not
+  among them, a last line `VERSION running`.
+- v0.3.x (rancher/os v0.3.3 cmd/control/os.go, osMetaDataGet): `IMAGE remote|local`
+  only, in releases.yml's order, with no latest or running mark; the running
+  version comes from `ros os version`.
+"""
 
 from dataclasses import dataclass
 
-from harness.updates import NetworkUpdater, SlotStatus
+from packaging.version import InvalidVersion, Version
+
+from harness.updates import NetworkUpdater, SlotStatus, adapter
 from harness.vm import timeouts
+
+# rancher/os v1.5.8 cmd/control/os.go osUpgrade: log.Fatalf("ros upgrade cannot be
+# supported") unless checkGlobalCfg (cmd/control/util.go) finds
+# /proc/1/root/boot/global.cfg, which `ros install` writes (cmd/control/install.go).
+NO_GLOBAL_CFG = "ros upgrade cannot be supported"
 
 
 @dataclass(frozen=True)
 class OsImage:
-    image: str
-    tags: tuple[str, ...]  # local or remote, latest, running
+    image: str  # rancher/os:v1.5.8, or a bare version on the `VERSION running` line
+    tags: tuple[str, ...]  # local or remote, available or latest, running
 
     @property
     def version(self) -> str:
@@ -28,22 +45,55 @@ def parse_version(text: str) -> str:
 
 
 def parse_list(text: str) -> list[OsImage]:
-    """`ros os list`: one image a line, followed by its tags."""
-    return [OsImage(cols[0], tuple(cols[1:])) for cols in map(str.split, text.splitlines())
-            if cols and ":" in cols[0]]
+    """`ros os list`, in the order printed: an image a line, followed by its tags;
+    the bare `VERSION running` line is kept too."""
+    images = []
+    for cols in map(str.split, text.splitlines()):
+        if cols and (":" in cols[0] or cols[1:] == ["running"]):
+            images.append(OsImage(cols[0], tuple(cols[1:])))
+    return images
 
 
-def running(images: list[OsImage]) -> OsImage:
+def running(images: list[OsImage], version: str = "") -> OsImage:
+    """The running image: the one marked `running` (v1.x), else the listed image
+    of `version` (v0.3.x marks none)."""
     for image in images:
         if "running" in image.tags:
             return image
-    raise ValueError("ros os list marks no image running")
+    for image in images:
+        if version and image.version == version:
+            return image
+    raise ValueError(f"ros os list marks no image running and lists none of {version!r}")
+
+
+def _key(image: OsImage) -> Version:
+    try:
+        return Version(image.version.lstrip("v"))
+    except InvalidVersion:
+        raise ValueError(f"ros os list: not a release version: {image.image!r}") from None
+
+
+def newest(images: list[OsImage]) -> OsImage:
+    """The newest image: the one marked `latest`, else the first (v1.x prints
+    newest first); v0.3.x promises no order and marks nothing, so versions decide."""
+    listed = [i for i in images if ":" in i.image]
+    if not listed:
+        raise ValueError("ros os list lists no image")
+    for image in listed:
+        if "latest" in image.tags:
+            return image
+    if any("available" in i.tags for i in listed):
+        return listed[0]
+    return max(listed, key=_key)
 
 
 def upgrade_command(image: str) -> str:
+    """`-f` skips the prompt and `--no-reboot` leaves the reboot to the harness; both
+    flags exist from v0.3.3 (cmd/control/os.go osSubcommands) to v1.5.8."""
     return f"ros os upgrade -f --no-reboot -i {image}"
 
 
+@adapter("ros")
 class Ros(NetworkUpdater):
     mechanism = "ros os upgrade"
     server = "Docker Hub (the OS images)"
@@ -56,22 +106,28 @@ class Ros(NetworkUpdater):
         version = parse_version(machine.succeed("ros os version"))
         return SlotStatus(version, version)
 
+    def _precondition(self, output: str) -> str:
+        if NO_GLOBAL_CFG in output:
+            return ("ros refuses to upgrade without /boot/global.cfg, which `ros install` "
+                    "writes to a disk; a system booted from the ISO has none (rancher/os "
+                    "v1.5.8 cmd/control/util.go checkGlobalCfg). Install it to a disk first")
+        return ""
+
     def stage(self, machine, kind: str = "update") -> SlotStatus:
         if kind != "update":
             raise NotImplementedError(f"ros cannot stage a {kind!r} image")
-        listed = machine.run("ros os list")
-        if listed.status != 0:
-            self._staged(machine, "ros os list")  # raises NeedsNetwork with the output
-        images = parse_list(listed.stdout)
-        current, newest = running(images), images[-1]
-        if newest == current:
+        images = parse_list(self._staged(machine, "ros os list"))
+        current = running(images, self.status(machine).version)
+        target = newest(images)
+        if target.version == current.version:
             raise ValueError(f"no image newer than {current.image} to upgrade to")
-        self.previous = current.image
-        self._staged(machine, upgrade_command(newest.image), timeouts.get("ready"))
-        return SlotStatus(newest.version, newest.version)
+        self.previous = current.image if ":" in current.image else ""
+        self._staged(machine, upgrade_command(target.image), timeouts.get("ready"))
+        return SlotStatus(target.version, target.version)
 
     def rollback(self, machine) -> None:
         """No rollback command: upgrade back to the image that ran before `stage`."""
         if not self.previous:
-            raise ValueError("nothing staged, so no earlier image to go back to")
-        machine.succeed(upgrade_command(self.previous), timeout=timeouts.get("ready"))
+            raise ValueError("nothing staged, or the running image was not listed, so "
+                             "no earlier image to go back to")
+        self._staged(machine, upgrade_command(self.previous), timeouts.get("ready"))

@@ -3,7 +3,7 @@ booted one; `rollback` makes the other deployment the default for the next boot.
 
 import json
 
-from harness.updates import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus, adapter
 from harness.vm import timeouts
 
 
@@ -38,6 +38,7 @@ def _version_below(lines: list[str]) -> str:
     return ""
 
 
+@adapter("rpm-ostree")
 class RpmOstree(NetworkUpdater):
     mechanism = "rpm-ostree"
     server = "the distro's ostree remote"

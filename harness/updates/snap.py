@@ -4,7 +4,7 @@ revision beside the old one, and `snap revert` makes the previous revision activ
 import re
 from dataclasses import dataclass
 
-from harness.updates import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus, adapter
 from harness.vm import timeouts
 
 
@@ -58,6 +58,7 @@ def parse_changes(text: str) -> dict[str, str]:
     return changes
 
 
+@adapter("snap")
 class Snap(NetworkUpdater):
     mechanism = "snapd"
     server = "the Snap Store"

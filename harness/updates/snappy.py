@@ -4,7 +4,7 @@ boots the previous one again."""
 
 from dataclasses import dataclass
 
-from harness.updates import NetworkUpdater, SlotStatus
+from harness.updates import NetworkUpdater, SlotStatus, adapter
 from harness.vm import timeouts
 
 OS_PART = "ubuntu-core"
@@ -42,6 +42,7 @@ def os_version(parts: list[Part], next_boot: bool = False) -> str:
     return marked[0].version
 
 
+@adapter("snappy")
 class Snappy(NetworkUpdater):
     mechanism = "snappy"
     server = "the snappy store"

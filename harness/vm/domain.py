@@ -4,9 +4,16 @@ Networking is QEMU user mode with `restrict=on` (the guest reaches nothing
 outside QEMU) and one forward from 127.0.0.1 to the guest's SSH port. libvirt's
 own <interface type='user'> cannot say either, so the NIC is passed as QEMU
 arguments with an explicit PCI slot that libvirt does not hand out.
+
+fw_cfg items (Ignition configs) go through libvirt's <sysinfo type='fwcfg'>,
+not raw QEMU arguments: libvirt then gives the file to QEMU's user for the
+domain's lifetime (measured with libvirt 9.0: a 0600 root file is chowned to
+libvirt-qemu while in use and back after), so the file, which carries the
+guest's host key, stays private. libvirt 9.0 passes the path to QEMU without
+escaping commas, so a path with a comma is refused (FwCfgPathError).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -24,10 +31,11 @@ ET.register_namespace("harness", HARNESS_NS)
 class Disk:
     pool: str
     volume: str
-    target: str  # vda, vdb, ...
+    target: str  # vda, vdb, ... (virtio); hdc for a CD-ROM
     fmt: str = "qcow2"
     readonly: bool = False
     serial: str = ""
+    device: str = "disk"  # or "cdrom": an ISO image, on the IDE bus its boot loader expects
 
 
 @dataclass(frozen=True)
@@ -53,8 +61,14 @@ class DomainSpec:
     vcpus: int = 1
     accel: str = "tcg"  # "kvm" or "tcg"
     open_network: bool = False  # users may opt out of restrict=on; tests never do
-    fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, file on the host): Ignition configs
+    fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, local file): Ignition configs
     direct: DirectBoot | None = None
+    # Who made it (harness.vm.runs.Owner.attrs()): sweeps tell a live run by it.
+    owner: dict[str, str] = field(default_factory=dict)
+
+
+class FwCfgPathError(ValueError):
+    """A fw_cfg file path QEMU's option parser would split."""
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -76,14 +90,17 @@ def _os(root: ET.Element, spec: DomainSpec) -> None:
             _sub(os_el, "initrd", spec.direct.initrd)
         _sub(os_el, "cmdline", spec.direct.cmdline)
     else:
-        _sub(os_el, "boot", dev="hd")
+        first = spec.disks[0].device if spec.disks else "disk"
+        _sub(os_el, "boot", dev="cdrom" if first == "cdrom" else "hd")
 
 
 def _disk(devices: ET.Element, disk: Disk) -> None:
-    el = _sub(devices, "disk", type="volume", device="disk")
-    _sub(el, "driver", name="qemu", type=disk.fmt, discard="unmap")
+    el = _sub(devices, "disk", type="volume", device=disk.device)
+    cdrom = disk.device == "cdrom"
+    driver = {"name": "qemu", "type": disk.fmt, **({} if cdrom else {"discard": "unmap"})}
+    _sub(el, "driver", **driver)
     _sub(el, "source", pool=disk.pool, volume=disk.volume)
-    _sub(el, "target", dev=disk.target, bus="virtio")
+    _sub(el, "target", dev=disk.target, bus="ide" if cdrom else "virtio")
     if disk.readonly:
         _sub(el, "readonly")
     if disk.serial:
@@ -116,15 +133,28 @@ def _network(root: ET.Element, spec: DomainSpec) -> None:
         ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", value=arg)
 
 
-def _fw_cfg(root: ET.Element, spec: DomainSpec) -> None:
-    """QEMU fw_cfg items (Ignition's config) through libvirt's <sysinfo type='fwcfg'>,
-    not a -fw_cfg argument: libvirt (9.0 here) then hands the file to the QEMU user
-    for the domain's lifetime, so the config, which holds the guest's private host
-    key, stays mode 0600; with -fw_cfg QEMU must be able to read it as any user."""
-    if spec.fw_cfg:
-        sysinfo = _sub(root, "sysinfo", type="fwcfg")
-        for name, path in spec.fw_cfg:
-            _sub(sysinfo, "entry", name=name, file=str(path))
+def _fw_cfg(root: ET.Element, items: tuple[tuple[str, Path], ...]) -> None:
+    if not items:
+        return
+    sysinfo = _sub(root, "sysinfo", type="fwcfg")
+    for name, path in items:
+        if "," in str(path) or "," in name:
+            raise FwCfgPathError(
+                f"fw_cfg item {name} from {path}: a ',' would split QEMU's -fw_cfg option "
+                "(libvirt does not escape it); set HARNESS_RUNTIME to a folder without ','")
+        _check_reachable(path)
+        _sub(sysinfo, "entry", name=name, file=str(path))
+
+
+def _check_reachable(path: Path) -> None:
+    """QEMU runs as another user (libvirt-qemu under qemu:///system) and opens the
+    file itself: every folder above it must let others pass (o+x)."""
+    for folder in path.parents:
+        if folder.exists() and not folder.stat().st_mode & 0o001:
+            raise FwCfgPathError(
+                f"fw_cfg file {path}: QEMU's user cannot pass {folder} (mode "
+                f"{folder.stat().st_mode & 0o7777:04o}); set HARNESS_RUNTIME to a folder "
+                "others may traverse (0711), e.g. under /run")
 
 
 def domain_xml(spec: DomainSpec) -> str:
@@ -133,9 +163,11 @@ def domain_xml(spec: DomainSpec) -> str:
     meta = _sub(root, "metadata")
     mine = ET.SubElement(meta, f"{{{HARNESS_NS}}}run")
     mine.set("id", spec.run_id)
+    for key, value in spec.owner.items():
+        mine.set(key, value)
     _sub(root, "memory", str(spec.memory_mib), unit="MiB")
     _sub(root, "vcpu", str(spec.vcpus))
-    _fw_cfg(root, spec)
+    _fw_cfg(root, spec.fw_cfg)
     _os(root, spec)
     features = _sub(root, "features")
     _sub(features, "acpi")
@@ -158,5 +190,13 @@ def domain_xml(spec: DomainSpec) -> str:
 
 def run_id_of(xml: str) -> str | None:
     """The harness run that made a domain, or None if the harness did not make it."""
+    made = owner_of(xml)
+    return made[0] if made else None
+
+
+def owner_of(xml: str) -> tuple[str, dict[str, str]] | None:
+    """(run id, owner attributes) of a domain the harness made, else None."""
     el = ET.fromstring(xml).find(f"metadata/{{{HARNESS_NS}}}run")
-    return el.get("id") if el is not None else None
+    if el is None or not el.get("id"):
+        return None
+    return el.get("id"), {k: v for k, v in el.attrib.items() if k != "id"}

@@ -1,42 +1,38 @@
 """The Machine: one booted guest and the verbs a test uses on it.
 
 In the spirit of the NixOS test driver: run / succeed / fail / wait_until_succeeds
-/ wait_for_unit / reboot / shutdown / copy. Every wait is one polling helper that
-also watches the domain and its console, so a dead domain or a kernel panic ends
-the wait at once with the console's last lines instead of a timeout.
+/ wait_for_unit / reboot / shutdown / copy. Every command and every wait goes
+through one watchdog (`_watch` and `_ssh_run`): it also watches the domain and
+its console, so a dead domain, a dropped connection, a refused host key or a
+kernel panic ends with a MachineError quoting the console's last lines, at once,
+instead of a timeout or a raw paramiko exception.
 """
 
+import hashlib
+import json
 import re
 import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.etree import ElementTree as ET
 
 import libvirt
 import paramiko
-import tenacity
 
-from harness import seed
+from harness import __version__, seed
 from harness.catalog import Distro
 from harness.log import log, step
-from harness.plugin import evidence
 from harness.seed import keys
-from harness.vm import domain, runs, snapshot, ssh, storage, timeouts
+from harness.vm import console, domain, readiness, runs, snapshot, ssh, storage, timeouts
 
-# Console lines that end a boot: waiting longer cannot help.
-FATAL = [
-    # Ignition's own verdict (coreos/ignition v2.14.0 internal/main.go logs "Ignition
-    # failed: ..." at CRITICAL); refos-ignition's initramfs forwards its journal to the
-    # console. First, so the quote is Ignition's error and not the emergency shell after it.
-    (re.compile(r"ignition\[\d+\]: .*Ignition failed: .*"), "Ignition failed"),
-    (evidence.BADNESS["kernel-panic"], "kernel panic"),
-    (evidence.BADNESS["emergency-shell"], "emergency shell"),
-    (re.compile(r"Give root password for maintenance.*|\(initramfs\) "), "emergency shell"),
-    # dracut's (modules.d/98dracut-systemd/dracut-emergency.sh), as refos-ignition has.
-    (re.compile(r"Entering emergency mode\. Exit the shell to continue\."), "emergency shell"),
-]
+if TYPE_CHECKING:
+    from harness.images import LocalImage
+    from harness.vm.session import Session
+
+# What a lost or not-yet-listening guest raises; while polling these mean "not yet".
 SSH_ERRORS = (OSError, EOFError, TimeoutError, paramiko.SSHException)
 
 
@@ -45,7 +41,8 @@ class MachineError(RuntimeError):
 
 
 class BootFailure(MachineError):
-    """The guest cannot come up: the domain died or the console shows a fatal state."""
+    """The guest cannot come up or is gone: the domain died or the console shows a
+    fatal state."""
 
 
 class CommandFailed(MachineError):
@@ -61,6 +58,29 @@ class KernelBoot:
     initrd: Path | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class Recipe:
+    """Everything that makes two machines identical at boot, so one saved machine
+    can stand in for the other (harness.vm.snapshot)."""
+
+    distro: Distro
+    image: "LocalImage"
+    seed_format: str = ""  # another first-boot format than the catalog's
+    extra_config: dict | str | None = None
+    kernel_boot: KernelBoot | None = None
+
+    @property
+    def seed(self) -> str:
+        return self.seed_format or self.distro.boot.seed
+
+    def key(self) -> str:
+        """Names what a save depends on: image, distro entry, seed and harness version."""
+        data = json.dumps([self.image.key, self.distro.name, self.seed_format,
+                           self.extra_config, self.kernel_boot, __version__],
+                          sort_keys=True, default=str)
+        return hashlib.sha256(data.encode()).hexdigest()[:12]
+
+
 @dataclass
 class Resources:
     """What this machine created and teardown must remove."""
@@ -71,32 +91,34 @@ class Resources:
 
 
 class Machine:
-    def __init__(self, name: str, distro: Distro, run: runs.Run, conn: libvirt.virConnect,
-                 image: Path, image_key: str, accel: str, extra_config: dict | None = None,
-                 kernel_boot: KernelBoot | None = None, seed_format: str = ""):
-        self.name, self.distro, self.run_ = name, distro, run
-        # Another first-boot format than the catalog's (refos reads NoCloud and config-2).
-        self.seed_format = seed_format
-        self.conn, self.image, self.image_key, self.accel = conn, image, image_key, accel
-        self.extra_config = extra_config or {}
-        self.kernel_boot = kernel_boot
-        self.direct: domain.DirectBoot | None = None
-        self.dir = _unique_dir(run.dir / name)
+    """A guest of `recipe`, booted on `session`'s libvirt connection for its run."""
+
+    def __init__(self, name: str, recipe: Recipe, session: "Session"):
+        self.name, self.recipe, self.distro = name, recipe, recipe.distro
+        self.session, self.conn = session, session.conn
+        self.dir = _unique_dir(session.run.dir, name)
         self.id = self.dir.name  # names its volumes: unique within the run
         self.hostname = name  # a restored machine keeps its template's
         self.template: Machine | None = None  # the machine it was restored from
         self.console_log = self.dir / "console.log"
-        # Seconds from domain start to each readiness layer (kernel, ssh, command, ready;
-        # restore for a restored machine); rebootN: how long reboot N took.
+        # Seconds from domain start to each readiness phase (harness.vm.readiness;
+        # restore and command for a restored machine); rebootN: how long reboot N took.
         self.timings: dict[str, float] = {}
         self.res = Resources()
+        self.started = 0.0
         self._console_mark = 0
         self._ssh: ssh.Connection | None = None
         self.host_key: keys.KeyPair | None = None
         self.client_key: keys.KeyPair | None = None
+        self.seed: seed.Media | None = None
+        self.direct: domain.DirectBoot | None = None
         self.xml = ""
 
     # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def accel(self) -> str:
+        return self.session.accel
 
     def start(self) -> "Machine":
         """Create everything, boot, wait until ready; on any failure remove it all."""
@@ -111,23 +133,26 @@ class Machine:
         return self
 
     def _provision(self) -> None:
+        run = self.session.run
         keydir = self.dir / "keys"
-        self.client_key = keys.generate(keydir, "id_ed25519", f"harness-{self.run_.id}")
+        self.client_key = keys.generate(keydir, "id_ed25519", f"harness-{run.id}")
         self.host_key = keys.generate(keydir, "ssh_host_ed25519_key", self.name)
         (keydir / "known_hosts").write_text("")  # written once the port is known
         intent = seed.Intent(hostname=self.hostname, user=self.distro.boot.ssh_user,
                              authorized_keys=(self.client_key.public,), host_key=self.host_key,
-                             instance_id=f"{self.run_.id}-{self.name}", extra=self.extra_config)
-        fmt = self.seed_format or self.distro.boot.seed
+                             instance_id=f"{run.id}-{self.name}",
+                             extra=self.recipe.extra_config or {})
+        fmt = self.recipe.seed
         options = self.distro.boot.seed_options if fmt == self.distro.boot.seed else {}
         self.seed = seed.build(fmt, intent, self.dir, options)
         pool = storage.pool(self.conn)
-        base, vsize = storage.base_volume(self.conn, self.image, self.image_key)
+        image = self.recipe.image
+        base, vsize = storage.base_volume(self.conn, image.path, image.key)
         self.res.volumes.append(self.volume(""))
         if self.seed.disk:
             storage.upload(pool, self.volume("seed.iso"), self.seed.disk)
         storage.overlay(self.conn, self.volume("disk.qcow2"), base, vsize)
-        if kb := self.kernel_boot:
+        if kb := self.recipe.kernel_boot:
             kernel = storage.upload(pool, self.volume("kernel"), kb.kernel).path()
             initrd = storage.upload(pool, self.volume("initrd"), kb.initrd).path() \
                 if kb.initrd else ""
@@ -135,40 +160,56 @@ class Machine:
             self.direct = domain.DirectBoot(kernel, cmdline, initrd)
 
     def _spec(self, port: int) -> domain.DomainSpec:
-        disks = [domain.Disk(storage.POOL, self.volume("disk.qcow2"), "vda")]
+        cdrom = self.recipe.image.media == "cdrom"
+        # An ISO boots as a CD-ROM on the IDE bus that SeaBIOS and ISOLINUX expect.
+        disks = [domain.Disk(storage.POOL, self.volume("disk.qcow2"), "hdc", device="cdrom",
+                             readonly=True) if cdrom else
+                 domain.Disk(storage.POOL, self.volume("disk.qcow2"), "vda")]
         if self.seed.disk:
             disks.append(domain.Disk(storage.POOL, self.volume("seed.iso"), "vdb", fmt="raw",
                                      readonly=True))
+        run = self.session.run
         return domain.DomainSpec(
-            name=self.run_.domain_name(self.id), run_id=self.run_.id,
+            name=run.domain_name(self.id), run_id=run.id,
             memory_mib=self.distro.boot.memory_mib, firmware=self.distro.boot.firmware,
             disks=tuple(disks), console_log=self.console_log, ssh_port=port,
             nvram=Path(storage.POOL_DIR) / self.volume("VARS.fd"), accel=self.accel,
-            fw_cfg=self.seed.fw_cfg, direct=self.direct)
+            fw_cfg=self.seed.fw_cfg, direct=self.direct, owner=run.owner.attrs())
 
     def _boot(self) -> None:
+        def create(port: int) -> libvirt.virDomain:
+            self.xml = domain.domain_xml(self._spec(port))
+            (self.dir / "domain.xml").write_text(self.xml)
+            return self.conn.createXML(self.xml, 0)
+
+        self._start_on_a_free_port(create)
+        self._connect_ssh()
+
+    def _start_on_a_free_port(self, start: Callable[[int], libvirt.virDomain]) -> None:
+        """Lock a 127.0.0.1 port and start the domain with its SSH forward there; try
+        another port when someone outside the harness took it meanwhile."""
         for attempt in range(3):
             self.res.port = runs.PortLock()
-            self.xml = domain.domain_xml(self._spec(self.res.port.port))
-            (self.dir / "domain.xml").write_text(self.xml)
             try:
-                self.res.domain = self.conn.createXML(self.xml, 0)
-                break
+                self.started = time.monotonic()
+                self.res.domain = start(self.port)
+                return
             except libvirt.libvirtError as e:
                 self.res.port.release()
                 self.res.port = None
                 if "host forwarding" not in str(e) or attempt == 2:
                     raise
                 log.info("%s: port taken by someone else, retrying on another", self.name)
-        self.started = time.monotonic()
-        self._connect_ssh()
 
     def _connect_ssh(self) -> None:
-        known = self.dir / "keys" / "known_hosts"
-        known.parent.mkdir(mode=0o700, exist_ok=True)
-        known.write_text(f"[127.0.0.1]:{self.port} {self.host_key.public}\n")
-        self._ssh = ssh.Connection(self.port, self.distro.boot.ssh_user, self.client_key,
-                                   self.host_key)
+        trust = ssh.trust_for(self.seed, self.host_key, self.port,
+                              self.dir / "keys" / "known_hosts", self.console_text)
+        user, password = self.seed.password_login or (self.distro.boot.ssh_user, None)
+        self._ssh = ssh.Connection(self.port, user, self.client_key, trust, password)
+
+    def trusted_keys(self) -> list[tuple[str, str]]:
+        """The guest host keys this machine's SSH trusts, as (type, base64)."""
+        return list(self._ssh.trust.pinned) if self._ssh else []
 
     def restore(self, saved) -> "Machine":
         """Become a copy of a saved machine (harness.vm.snapshot), on a new overlay."""
@@ -184,18 +225,24 @@ class Machine:
                                 saved.vsize)
                 nvram = storage.clone(self.conn, saved.nvram_volume, self.volume("VARS.fd")) \
                     if saved.nvram_volume else ""
-                self.res.port = runs.PortLock()
-                self.xml = snapshot.retarget(saved.xml, self.volume("disk.qcow2"), nvram,
-                                             self.console_log, self.port, self.run_.id)
-                (self.dir / "domain.xml").write_text(self.xml)
-                self.started = time.monotonic()
-                self.conn.restoreFlags(str(saved.file), self.xml, libvirt.VIR_DOMAIN_SAVE_RUNNING)
-                self.res.domain = self.conn.lookupByName(saved.domain_name)
+
+                def restore(port: int) -> libvirt.virDomain:
+                    self.xml = snapshot.retarget(saved.xml, self.volume("disk.qcow2"), nvram,
+                                                 self.console_log, port, self.session.run.id)
+                    (self.dir / "domain.xml").write_text(self.xml)
+                    self.conn.restoreFlags(str(saved.file), self.xml,
+                                           libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                    return self.conn.lookupByName(saved.domain_name)
+
+                self._start_on_a_free_port(restore)
                 self._mark("restore")
                 self._connect_ssh()
-                self.poll("first command", lambda: self._ssh.run(
-                    "true", timeouts.get("ssh_command"), sudo=False).status == 0,
-                    timeouts.get("boot"))
+                # The same guest: the host keys its template came to trust hold here too.
+                for kind, blob in template.trusted_keys():
+                    if (kind, blob) not in self._ssh.trust.pinned:
+                        self._ssh.trust.record(ssh.host_name(self.port), kind, blob,
+                                               f"trusted by {template.name}, saved")
+                self._watch("first command", self._answers, timeouts.get("boot"))
                 self._mark("command")
                 # The guest slept through the time since the save.
                 self.succeed(f"date -u -s @{time.time():.3f} >/dev/null")
@@ -212,13 +259,14 @@ class Machine:
     def volume(self, kind: str) -> str:
         """This machine's volume of a kind; with kind "" the prefix of them all
         (the "." keeps machine `web` from matching machine `web-2`)."""
-        return f"{self.run_.volume_prefix()}{self.id}.{kind}"
+        return f"{self.session.run.volume_prefix()}{self.id}.{kind}"
 
     @property
     def port(self) -> int:
         return self.res.port.port
 
     def ssh_command(self) -> str:
+        """What a person types to get into this guest."""
         return ssh.ssh_command(self.port, self.distro.boot.ssh_user,
                                self.client_key.private_path, self.dir / "keys" / "known_hosts")
 
@@ -259,14 +307,14 @@ class Machine:
     # -- evidence --------------------------------------------------------------
 
     def console_text(self) -> str:
+        """Everything the serial console printed since the domain started."""
         try:
             return self.console_log.read_text(errors="replace")
         except OSError:
             return ""
 
     def console_tail(self, lines: int = 25) -> str:
-        tail = self.console_text().splitlines()[-lines:]
-        return "\n".join(f"    | {line}" for line in tail)
+        return console.tail(self.console_text(), lines)
 
     def running(self) -> bool:
         """Whether the domain runs; a transient domain that stopped no longer exists."""
@@ -275,72 +323,101 @@ class Machine:
         except libvirt.libvirtError:
             return False
 
+    def _error(self, cls: type[MachineError], what: str) -> MachineError:
+        return cls(f"{self.name}: {what}\n  last console lines:\n{self.console_tail()}")
+
     def check_alive(self) -> None:
-        """Raise BootFailure if waiting for this guest can no longer succeed."""
+        """Raise BootFailure if waiting for this guest can no longer succeed: the
+        domain is gone, or the console shows a fatal line since the last (re)boot."""
         if not self.running():
-            raise BootFailure(f"{self.name}: the domain is no longer running\n"
-                              f"  last console lines:\n{self.console_tail()}")
-        text = self.console_text()[self._console_mark:]
-        for pattern, what in FATAL:
-            if m := pattern.search(text):
-                raise BootFailure(f"{self.name}: {what} on the console: {m.group(0).strip()}\n"
-                                  f"  last console lines:\n{self.console_tail()}")
+            raise self._error(BootFailure, "the domain is no longer running")
+        found = console.scan(self.console_text()[self._console_mark:], fatal_only=True)
+        if found:
+            raise self._error(BootFailure, f"{found[0].pattern.name} on the console: "
+                                           f"{found[0].line}")
+
+    def console_match(self, pattern: str) -> str | None:
+        """What the console printed since the last (re)boot that matches `pattern`."""
+        m = re.search(pattern, self.console_text()[self._console_mark:])
+        return m.group(0) if m else None
 
     def wait_for_console(self, pattern: str, timeout: float | None = None) -> str:
-        regex = re.compile(pattern)
+        """Wait until the console (since the last boot) matches the regex `pattern`."""
+        return self._watch(f"console shows /{pattern}/", lambda: self.console_match(pattern),
+                           timeout or timeouts.get("boot"))
 
-        def seen() -> str | None:
-            m = regex.search(self.console_text()[self._console_mark:])
-            return m.group(0) if m else None
+    # -- the watchdog ----------------------------------------------------------
 
-        return self.poll(f"console shows /{pattern}/", seen, timeout or timeouts.get("boot"))
+    def _watch(self, what: str, probe: Callable[[], object], timeout: float,
+               interval: float = 0.2, hint: str = ""):
+        """Call `probe` until it returns something true, and return that.
 
-    # -- waiting ---------------------------------------------------------------
+        SSH errors count as "not yet". A dead domain or a fatal console line ends
+        the wait at once (BootFailure), and so does a refused host key; running
+        out of time is a MachineError with the last SSH error, the hint and the
+        console's last lines. Every wait of this class goes through here."""
+        deadline = time.monotonic() + timeout
+        last: BaseException | None = None
+        with step(what, self.name):
+            while True:
+                self.check_alive()
+                try:
+                    if result := probe():
+                        return result
+                except ssh.HostKeyMismatch as e:
+                    raise self._error(MachineError, f"{what}: {e}") from None
+                except SSH_ERRORS as e:
+                    last = e
+                if time.monotonic() >= deadline:
+                    why = f" (last error: {type(last).__name__}: {last})" if last else ""
+                    hint = f"\n  hint: {hint}" if hint else ""
+                    raise self._error(MachineError,
+                                      f"{what}: not within {timeout:.0f}s{why}{hint}")
+                time.sleep(interval)
 
-    def poll(self, what: str, probe: Callable[[], object], timeout: float,
-             interval: float = 0.2):
-        """Call `probe` until it returns something true; SSH errors count as "not yet".
-
-        Stops at once when check_alive() says the guest cannot come up."""
-        def attempt():
-            self.check_alive()
-            return probe()
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_delay(timeout), wait=tenacity.wait_fixed(interval),
-            retry=tenacity.retry_if_result(lambda r: not r)
-            | tenacity.retry_if_exception_type(SSH_ERRORS),
-            reraise=True)
+    def _ssh_run(self, cmd: str, timeout: float, stdin: bytes | None = None,
+                 sudo: bool = True) -> ssh.Result:
+        """One command over SSH; a lost connection or guest is a MachineError with
+        the console's last lines, never a raw paramiko exception."""
         try:
-            with step(what, self.name):
-                return retrying(attempt)
-        except tenacity.RetryError:
-            raise MachineError(f"{self.name}: {what}: not within {timeout:.0f}s\n"
-                               f"  last console lines:\n{self.console_tail()}") from None
+            result = self._ssh.run(cmd, timeout, sudo=sudo, stdin=stdin)
+        except ssh.HostKeyMismatch as e:
+            raise self._error(MachineError, f"`{_short(cmd)}`: {e}") from None
         except SSH_ERRORS as e:
-            raise MachineError(f"{self.name}: {what}: not within {timeout:.0f}s: {e}\n"
-                               f"  last console lines:\n{self.console_tail()}") from e
+            self._check_alive_a_while()
+            raise self._error(MachineError, f"`{_short(cmd)}`: {type(e).__name__}: "
+                                            f"{e or 'connection lost'}") from e
+        if result.status == -1:  # the channel closed without an exit status
+            self._check_alive_a_while()
+            raise self._error(MachineError, f"`{_short(cmd)}`: the SSH connection closed "
+                                            "before the command finished")
+        return result
+
+    def _check_alive_a_while(self, seconds: float = 3.0) -> None:
+        """check_alive() for a few seconds: a connection that drops because QEMU died
+        drops before libvirt has noticed the domain is gone."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.check_alive()
+            time.sleep(0.3)
+
+    def _answers(self) -> bool:
+        """Whether a command runs (probe: the raw connection, so errors mean "not yet")."""
+        return self._ssh.run("true", timeouts.get("ssh_command"), sudo=False).status == 0
 
     def _mark(self, phase: str) -> None:
         self.timings[phase] = round(time.monotonic() - self.started, 2)
 
     def wait_ready(self) -> None:
-        """Layered readiness; each layer is logged with its time."""
-        self.check_alive()
-        self.wait_for_console(r"Linux version \S+")
-        self._mark("kernel")
-        self.poll("SSH banner", lambda: ssh.banner(self.port), timeouts.get("boot"))
-        self._mark("ssh")
-        self.poll("first command", lambda: self._ssh.run("true", timeouts.get("ssh_command"),
-                                                          sudo=False).status == 0,
-                  timeouts.get("boot"))
-        self._mark("command")
-        self._wait_boot_finished()
-        self._mark("ready")
+        """Readiness, phase by phase (harness.vm.readiness), each logged with its time."""
+        for phase in readiness.PHASES:
+            self._watch(phase.description, lambda p=phase: p.probe(self),
+                        timeouts.get(phase.timeout), hint=phase.hint)
+            self._mark(phase.name)
         log.info("%s: ready: %s", self.name,
                  ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
 
-    def _wait_boot_finished(self) -> None:
+    def boot_finished(self) -> bool:
         """The catalog's "boot finished" commands; a failure names the failed units."""
         for cmd in self.distro.boot.ready:
             with step(f"boot finished: {_short(cmd)}", self.name):
@@ -351,51 +428,71 @@ class Machine:
                 raise BootFailure(f"{self.name}: boot did not finish cleanly: "
                                   f"{result.describe(cmd)}\n"
                                   f"--- failed units, warnings ---\n{failed}")
+        return True
 
     # -- commands --------------------------------------------------------------
 
     def run(self, cmd: str, timeout: float | None = None, stdin: bytes | None = None
             ) -> ssh.Result:
-        """Run `cmd` as root in the guest; exit status, stdout and stderr."""
+        """Run `cmd` as root in the guest; its exit status, stdout and stderr."""
         started = time.monotonic()
-        result = self._ssh.run(cmd, timeout or timeouts.get("ssh_command"), stdin=stdin)
+        result = self._ssh_run(cmd, timeout or timeouts.get("ssh_command"), stdin=stdin)
         log.info("%s: $ %s -> %d (%.1fs)", self.name, _short(cmd), result.status,
                  time.monotonic() - started)
         return result
 
     def succeed(self, cmd: str, timeout: float | None = None, stdin: bytes | None = None) -> str:
+        """Run `cmd`; its stdout, or CommandFailed with its output if it exits non-zero."""
         result = self.run(cmd, timeout, stdin)
         if result.status != 0:
             raise CommandFailed(f"{self.name}: {result.describe(cmd)}")
         return result.stdout
 
     def fail(self, cmd: str, timeout: float | None = None) -> ssh.Result:
+        """Run `cmd` and require a non-zero exit; its result, for the test to inspect."""
         result = self.run(cmd, timeout)
         if result.status == 0:
             raise CommandFailed(f"{self.name}: expected failure, but {result.describe(cmd)}")
         return result
 
     def wait_until_succeeds(self, cmd: str, timeout: float | None = None) -> str:
+        """Run `cmd` until it exits 0; its stdout. Make `cmd` fail until the condition
+        holds (`test`, `grep -q`): output alone is never checked."""
         def ok():
             r = self._ssh.run(cmd, timeouts.get("ssh_command"))
-            return r.stdout if r.status == 0 else None
+            return r.stdout or "\n" if r.status == 0 else None
 
-        return self.poll(f"until `{_short(cmd)}` succeeds", ok, timeout or timeouts.get("ready"))
+        return self._watch(f"until `{_short(cmd)}` succeeds", ok,
+                           timeout or timeouts.get("ready"))
 
     def wait_for_unit(self, unit: str, timeout: float | None = None) -> None:
-        """Wait for a unit to be active; a failed unit ends the wait at once."""
-        def active():
-            state = self._ssh.run(f"systemctl is-active {shlex.quote(unit)}",
-                                  timeouts.get("ssh_command")).stdout.strip()
-            if state == "failed":
-                status = self._ssh.run(f"systemctl status --no-pager -n 20 {shlex.quote(unit)}",
-                                       timeouts.get("ssh_command")).stdout
-                raise CommandFailed(f"{self.name}: unit {unit} failed:\n{status}")
-            return state == "active"
+        """Wait for a unit to be active. A failed unit, or an inactive one with no job
+        queued to start it, ends the wait at once with the unit's status."""
+        q = shlex.quote(unit)
 
-        self.poll(f"unit {unit} active", active, timeout or timeouts.get("unit"))
+        def active() -> bool:
+            state = self._ssh.run(f"systemctl is-active {q}",
+                                  timeouts.get("ssh_command")).stdout.strip()
+            if state == "active":
+                return True
+            queued = self._ssh.run(f"systemctl list-jobs --no-legend --plain {q}",
+                                   timeouts.get("ssh_command")).stdout.strip()
+            if state == "inactive" and not queued:  # its job may have just finished
+                state = self._ssh.run(f"systemctl is-active {q}",
+                                      timeouts.get("ssh_command")).stdout.strip()
+                if state == "active":
+                    return True
+            if state == "failed" or (state == "inactive" and not queued):
+                status = self._ssh.run(f"systemctl status --no-pager -n 20 {q}",
+                                       timeouts.get("ssh_command")).stdout
+                why = "failed" if state == "failed" else "is inactive and no job will start it"
+                raise CommandFailed(f"{self.name}: unit {unit} {why}:\n{status}")
+            return False
+
+        self._watch(f"unit {unit} active", active, timeout or timeouts.get("unit"))
 
     def boot_id(self) -> str:
+        """This boot's id; a new one after every real boot."""
         return self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
 
     def reboot(self, settle: Callable[[], bool] | None = None, boots: int = 1) -> None:
@@ -406,62 +503,82 @@ class Machine:
         with a budget of `boots` boots."""
         old = self.boot_id()
         self._console_mark = len(self.console_text())
-        self._ssh.run("systemd-run --no-block --on-active=1 systemctl reboot",
-                      timeouts.get("ssh_command"))
+        self.run("systemd-run --no-block --on-active=1 systemctl reboot")
         self._ssh.close()
 
-        def new_boot():
+        def new_boot() -> bool:
             r = self._ssh.run("cat /proc/sys/kernel/random/boot_id", timeouts.get("ssh_command"))
             if r.status != 0 or r.stdout.strip() in ("", old):
                 return False
-            return settle is None or settle()
+            try:
+                return settle is None or settle()
+            except BootFailure:
+                raise
+            except MachineError:  # the guest rebooted again under `settle`: not yet
+                return False
 
         budget = (timeouts.get("reboot") + timeouts.get("boot")) * boots
         started = time.monotonic()
-        self.poll("reboot (new boot id)" if settle is None else "reboot until settled",
-                  new_boot, budget)
-        self._wait_boot_finished()
+        self._watch("reboot (new boot id)" if settle is None else "reboot until settled",
+                    new_boot, budget)
+        self.boot_finished()
         reboots = [k for k in self.timings if k.startswith("reboot")]
         self.timings[f"reboot{len(reboots) + 1}"] = round(time.monotonic() - started, 2)
 
     def shutdown(self) -> None:
-        self._ssh.run("systemd-run --no-block --on-active=1 systemctl poweroff",
-                      timeouts.get("ssh_command"))
+        """Power the guest off from inside and wait until the domain has stopped."""
+        self.run("systemd-run --no-block --on-active=1 systemctl poweroff")
         self._ssh.close()
-        def off():
-            return not self.running()
-
-        tenacity.Retrying(stop=tenacity.stop_after_delay(timeouts.get("shutdown")),
-                          wait=tenacity.wait_fixed(0.5), retry=tenacity.retry_if_result(
-                              lambda r: not r), reraise=True)(off)
+        deadline = time.monotonic() + timeouts.get("shutdown")
+        with step("shutdown", self.name):
+            while self.running():
+                if time.monotonic() >= deadline:
+                    raise self._error(MachineError, "shutdown: the domain still runs after "
+                                                    f"{timeouts.get('shutdown'):.0f}s")
+                time.sleep(0.5)
+        self.res.domain = None  # a transient domain is gone once it stopped
 
     def copy_to(self, local: Path, remote: str) -> None:
+        """Write a local file to `remote` in the guest."""
         with step(f"copy {local} -> {remote}", self.name):
             self.succeed(f"cat > {shlex.quote(remote)}", stdin=local.read_bytes())
 
     def copy_from(self, remote: str, local: Path) -> None:
+        """Fetch `remote` from the guest into the local file `local`."""
         with step(f"copy {remote} -> {local}", self.name):
-            sftp = self._ssh.sftp(timeouts.get("ssh_command"))
+            # A private copy the login user can read; its name is unpredictable.
+            tmp = self.succeed("mktemp /tmp/harness-copy.XXXXXXXX").strip()
             try:
-                tmp = f"/tmp/harness-copy-{self.run_.id}"
-                self.succeed(f"cp {shlex.quote(remote)} {tmp} && chmod 644 {tmp}")
-                sftp.get(tmp, str(local))
-                self.succeed(f"rm -f {tmp}")
+                self.succeed(f"cp {shlex.quote(remote)} {tmp} && "
+                             f"chown {shlex.quote(self.distro.boot.ssh_user)} {tmp} && "
+                             f"chmod 600 {tmp}")
+                try:
+                    sftp = self._ssh.sftp(timeouts.get("ssh_command"))
+                    try:
+                        sftp.get(tmp, str(local))
+                    finally:
+                        sftp.close()
+                except SSH_ERRORS as e:
+                    self._check_alive_a_while()
+                    raise self._error(MachineError, f"copy {remote}: {e}") from e
             finally:
-                sftp.close()
+                self.run(f"rm -f {tmp}")
 
 
-def _unique_dir(path: Path) -> Path:
-    """A new directory: `path`, or `path_2`, `path_3`, ... when a machine of that
-    name existed before in this run."""
+def _unique_dir(parent: Path, name: str) -> Path:
+    """A new directory for machine `name` in `parent`: `name`, or `name_2`,
+    `name_3`, ... when a machine of that name existed before in this run. The name
+    is checked before anything is created."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", name):
+        raise MachineError(f"machine name {name!r}: use letters, digits, '-' or '_'")
     for n in range(1, 1000):
-        candidate = path if n == 1 else path.with_name(f"{path.name}_{n}")
+        candidate = parent / (name if n == 1 else f"{name}_{n}")
         try:
             candidate.mkdir(mode=0o711)
             return candidate
         except FileExistsError:
             continue
-    raise MachineError(f"too many machines named {path.name}")
+    raise MachineError(f"too many machines named {name}")
 
 
 def _short(cmd: str, width: int = 80) -> str:

@@ -1,29 +1,41 @@
 """A run's identity and everything it owns, so nothing outlives it.
 
 Each process that boots machines registers a run: a directory under the runtime
-dir holding its pid (and the pid's start time, so a recycled pid is not taken
-for a live run), keys, console logs and port locks. Domains carry the run id in
-their metadata and volumes in their names. `sweep()` removes what runs that are
-no longer alive left behind (after a SIGKILL) and touches nothing else.
+dir (keys, console logs, port locks) and an owner record where every sweeper
+sees it, whatever runtime dir it uses: the domain's libvirt metadata and a
+zero-size marker volume `run-<id>.owner.<host>.<boot>.<pid>.<start>` in the
+pool. The owner (host id, boot id, pid and the pid's start time) says whether
+the run is alive; a recycled pid or a rebooted host is a dead run. `sweep()`
+removes what dead runs of this host left behind (after a SIGKILL) and touches
+nothing else: not a live run, not a run of another host, not a domain or
+volume whose owner it cannot tell.
 """
 
 import contextlib
+import dataclasses
+import errno
 import fcntl
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
+import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import libvirt
 
 from harness.log import log
-from harness.paths import runtime_dir
+from harness.paths import private_mkdir, runtime_dir
 from harness.vm import domain, storage
 
 DOMAIN_PREFIX = "harness-"
+VOLUME_RUN = re.compile(r"run-([0-9a-f]+)(?=[-.])")
+MARKER = re.compile(r"run-([0-9a-f]+)\.owner\.([0-9a-f]+)\.([0-9a-f-]+)\.(\d+)\.(\d+)")
 
 # libvirt prints every error to stderr besides raising it; the harness reports
 # the errors it raises itself (and expects some, such as a vanished domain).
@@ -32,25 +44,85 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 def _start_time(pid: int) -> str | None:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return stat_line.rsplit(")", 1)[1].split()[19]
+
+
+def _boot_id() -> str:
+    return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def _host_id() -> str:
+    """This host, as a short hex digest of /etc/machine-id (or the host name)."""
+    try:
+        ident = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        ident = ""
+    return hashlib.sha256((ident or socket.gethostname()).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The process a run belongs to, as recorded beside what the run made."""
+
+    host: str
+    boot: str
+    pid: int
+    start: str
+
+    @classmethod
+    def current(cls) -> "Owner":
+        pid = os.getpid()
+        return cls(_host_id(), _boot_id(), pid, _start_time(pid) or "0")
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, str]) -> "Owner | None":
+        try:
+            return cls(attrs["host"], attrs["boot"], int(attrs["pid"]), attrs["start"])
+        except (KeyError, ValueError):
+            return None
+
+    def attrs(self) -> dict[str, str]:
+        return {"host": self.host, "boot": self.boot, "pid": str(self.pid),
+                "start": self.start}
+
+    def state(self) -> str:
+        """"alive", "dead", or "foreign" (made from another host: cannot tell)."""
+        if self.host != _host_id():
+            return "foreign"
+        if self.boot != _boot_id():
+            return "dead"  # this host rebooted since
+        return "alive" if _start_time(self.pid) == self.start else "dead"
+
+    def marker(self, run_id: str) -> str:
+        return f"run-{run_id}.owner.{self.host}.{self.boot}.{self.pid}.{self.start}"
+
+
+def owner_of_marker(name: str) -> tuple[str, Owner] | None:
+    if m := MARKER.fullmatch(name):
+        return m[1], Owner(m[2], m[3], int(m[4]), m[5])
+    return None
 
 
 @dataclass(frozen=True)
 class Run:
     id: str
     dir: Path
+    owner: Owner
 
     @classmethod
-    def start(cls) -> "Run":
+    def start(cls, conn: libvirt.virConnect) -> "Run":
+        """A new run: its folder here, and its owner marker in the pool of `conn`
+        (before any volume of it exists, so no sweeper takes them for a dead run's)."""
         run_id = secrets.token_hex(4)
-        path = runtime_dir() / "runs" / run_id
-        path.mkdir(parents=True, mode=0o711)  # QEMU opens console logs below it
-        owner = {"pid": os.getpid(), "start": _start_time(os.getpid())}
-        (path / "owner.json").write_text(json.dumps(owner))
-        return cls(run_id, path)
+        owner = Owner.current()
+        parent = private_mkdir(runtime_dir() / "runs")
+        path = private_mkdir(parent / run_id)  # 0711: QEMU opens fw_cfg files below it
+        (path / "owner.json").write_text(json.dumps(dataclasses.asdict(owner)))
+        storage.create_marker(storage.pool(conn), owner.marker(run_id))
+        return cls(run_id, path, owner)
 
     def volume_prefix(self) -> str:
         return f"run-{self.id}-"
@@ -60,39 +132,63 @@ class Run:
 
 
 def alive(run_dir: Path) -> bool:
+    """Whether the run of a folder under our runtime dir may still run: only a record
+    that says its process is gone makes it dead. A record of an older harness (pid
+    and start time only) is checked by those; one that cannot be read is left alone."""
     try:
-        owner = json.loads((run_dir / "owner.json").read_text())
+        record = json.loads((run_dir / "owner.json").read_text())
+    except FileNotFoundError:  # no record: a run starting now, or killed as it started
+        try:
+            return time.time() - run_dir.stat().st_mtime < 60
+        except OSError:
+            return False
     except (OSError, ValueError):
-        return False
-    return _start_time(owner["pid"]) == owner["start"]
+        return True
+    owner = Owner.from_attrs(record) if isinstance(record, dict) else None
+    if owner is not None:
+        return owner.state() != "dead"
+    try:
+        return _start_time(int(record["pid"])) == record["start"]
+    except (KeyError, TypeError, ValueError):
+        return True
 
 
 class PortLock:
     """A free 127.0.0.1 TCP port, held under an flock until released.
 
     The lock dies with the process, so a SIGKILLed run frees its ports; the
-    stale lock files are swept later."""
+    stale lock files are swept later. Lock files are opened without following
+    symlinks and never truncated."""
 
     def __init__(self) -> None:
-        locks = runtime_dir() / "ports"
-        locks.mkdir(parents=True, exist_ok=True)
+        locks = private_mkdir(runtime_dir() / "ports", 0o700)
         for _ in range(50):
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
-            f = open(locks / f"{port}.lock", "w")  # noqa: SIM115 - held until release()
+            fd = _open_lock(locks / f"{port}.lock", create=True)
             try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                f.close()
+                os.close(fd)
                 continue
-            self.port, self._file = port, f
+            self.port, self._fd, self._path = port, fd, locks / f"{port}.lock"
             return
         raise RuntimeError("no free 127.0.0.1 port could be locked after 50 tries")
 
     def release(self) -> None:
-        Path(self._file.name).unlink(missing_ok=True)
-        self._file.close()
+        self._path.unlink(missing_ok=True)
+        os.close(self._fd)
+
+
+def _open_lock(path: Path, create: bool = False) -> int:
+    """A lock file's descriptor: never through a symlink, never a non-regular file."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o600)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    return fd
 
 
 def destroy_domain(dom: libvirt.virDomain) -> None:
@@ -104,40 +200,77 @@ def destroy_domain(dom: libvirt.virDomain) -> None:
         dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
 
 
+def _dead(run_id: str, owner: Owner | None, finished: frozenset[str], left: set[str]) -> bool:
+    if run_id in finished:
+        return True
+    if owner is None:
+        left.add(run_id)  # made before owners were recorded, or not by us: hands off
+        return False
+    return owner.state() == "dead"
+
+
 def sweep(conn: libvirt.virConnect, finished: frozenset[str] = frozenset()) -> list[str]:
     """Remove what dead runs left: domains, volumes, run dirs, stale port locks.
 
-    `finished` names runs to sweep although their process lives: a run
-    cleaning up after itself at its end."""
-    runs = runtime_dir() / "runs"
-    live = {p.name for p in runs.glob("*") if alive(p)} - finished
-    removed = []
+    Liveness comes from each run's own owner record, never from which runtime dir
+    the sweeper uses. `finished` names runs to sweep although their process
+    lives: a run cleaning up after itself at its end."""
+    removed: list[str] = []
+    left: set[str] = set()
     for dom in conn.listAllDomains(0):
         if not dom.name().startswith(DOMAIN_PREFIX):
             continue
-        run_id = domain.run_id_of(dom.XMLDesc(0))
-        if run_id and run_id not in live:
+        made = domain.owner_of(dom.XMLDesc(0))
+        if made and _dead(made[0], Owner.from_attrs(made[1]), finished, left):
             destroy_domain(dom)
             removed.append(f"domain {dom.name()}")
-    pool = storage.pool(conn)
-    pool.refresh(0)
-    for vol in pool.listAllVolumes(0):
-        name = vol.name()
-        if name.startswith("run-") and name.split("-")[1] not in live:
-            vol.delete(0)
-            removed.append(f"volume {name}")
-    for path in runs.glob("*"):
-        if path.name not in live:
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(f"run dir {path}")
-    for lock in (runtime_dir() / "ports").glob("*.lock"):
-        with open(lock, "w") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            lock.unlink(missing_ok=True)
-            removed.append(f"port lock {lock.name}")
+    removed += _sweep_volumes(conn, finished, left)
+    removed += _sweep_local(finished)
     for line in removed:
         log.info("clean: removed %s", line)
+    if left:
+        log.warning("clean: left domains or volumes of run(s) %s alone: no owner record "
+                    "says they are dead (remove them with virsh if you know they are)",
+                    ", ".join(sorted(left)))
+    return removed
+
+
+def _sweep_volumes(conn: libvirt.virConnect, finished: frozenset[str],
+                   left: set[str]) -> list[str]:
+    """A dead run's volumes, then its marker last (so a sweep killed half way is redone)."""
+    pool = storage.pool(conn)
+    pool.refresh(0)
+    volumes = pool.listAllVolumes(0)
+    markers = dict(m for v in volumes if (m := owner_of_marker(v.name())))
+    removed = []
+    for vol in sorted(volumes, key=lambda v: owner_of_marker(v.name()) is not None):
+        name = vol.name()
+        if (m := VOLUME_RUN.match(name)) and _dead(m[1], markers.get(m[1]), finished, left):
+            vol.delete(0)
+            removed.append(f"volume {name}")
+    return removed
+
+
+def _sweep_local(finished: frozenset[str]) -> list[str]:
+    """Run dirs of dead runs and unheld port locks under our own runtime dir."""
+    removed = []
+    for path in (runtime_dir() / "runs").glob("*"):
+        if path.name in finished or not alive(path):
+            shutil.rmtree(path, ignore_errors=True)  # rmtree does not follow symlinks
+            removed.append(f"run dir {path}")
+    for lock in (runtime_dir() / "ports").glob("*.lock"):
+        try:
+            fd = _open_lock(lock)
+        except OSError:  # a symlink or something else planted: remove the name only
+            lock.unlink(missing_ok=True)
+            removed.append(f"port lock {lock.name} (not a regular file)")
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock.unlink(missing_ok=True)
+            removed.append(f"port lock {lock.name}")
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(fd)
     return removed

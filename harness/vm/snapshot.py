@@ -14,8 +14,6 @@ template's, so tests that need a real boot still call `reboot()`.
 """
 
 import contextlib
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +22,7 @@ from xml.etree import ElementTree as ET
 
 import libvirt
 
-from harness import __version__
-from harness.log import step
+from harness.log import log, step
 from harness.vm import domain, storage
 
 
@@ -47,13 +44,6 @@ class Saved:
     def close(self, conn: libvirt.virConnect) -> None:
         storage.delete_volumes(conn, self.volume_prefix)
         self.file.unlink(missing_ok=True)
-
-
-def save_key(image_key: str, distro: str, seed_format: str, extra: object) -> str:
-    """Names what a save depends on: image, distro entry, seed and harness version."""
-    data = json.dumps([image_key, distro, seed_format, extra, __version__], sort_keys=True,
-                      default=str)
-    return hashlib.sha256(data.encode()).hexdigest()[:12]
 
 
 def save(machine, key: str) -> Saved:
@@ -103,7 +93,7 @@ def retarget(xml: str, disk_volume: str, nvram: str, console: Path, port: int,
 
 
 class Templates:
-    """Per session: one cold boot per distinct machine recipe (`save_key`), saved;
+    """Per session: one cold boot per distinct machine recipe (`Recipe.key()`), saved;
     then every machine of that recipe is restored from the save. Only one copy of
     a save runs at a time: restoring evicts (destroys) the previous holder."""
 
@@ -113,13 +103,23 @@ class Templates:
         self.holders: dict[str, object] = {}
 
     def restore(self, key: str, boot_template: Callable[[], object], machine) -> object:
+        """`machine`, restored from the save of recipe `key` (made first by booting a
+        template). A save that no longer restores (a volume or file of it is gone)
+        is said once and replaced by a new cold boot, never silently reused."""
         if key not in self.saves:
             self.saves[key] = save(boot_template(), key)
         holder = self.holders.get(key)
         if holder is not None and holder.res.domain is not None:
             holder.destroy()
         self.holders[key] = machine
-        return machine.restore(self.saves[key])
+        try:
+            return machine.restore(self.saves[key])
+        except libvirt.libvirtError as e:
+            log.warning("%s: the save of recipe %s does not restore (%s); booting a new "
+                        "template to replace it", machine.name, key, e)
+            self.saves.pop(key).close(self.conn)
+            self.saves[key] = save(boot_template(), key)
+            return machine.restore(self.saves[key])
 
     def close(self) -> None:
         for holder in self.holders.values():

@@ -1,20 +1,48 @@
-"""SSH to a guest with paramiko, verifying the host key the harness gave it."""
+"""SSH to a guest with paramiko, verifying its host key.
+
+How the guest's host key is known depends on its first-boot media (see
+`trust_for`):
+
+- given: the harness put its own ed25519 host key in the seed; only that key is
+  accepted.
+- console: a guest that makes its own key and runs cloud-init prints it between
+  `-----BEGIN SSH HOST KEY KEYS-----` and `-----END SSH HOST KEY KEYS-----` on the
+  console (cloud-init's tools/write-ssh-key-fingerprints, run by its
+  keys_to_console module); keys seen there are pinned.
+- first use: otherwise the first key offered is trusted, with a WARNING that names
+  its SHA256 fingerprint, and recorded in the machine's known_hosts; every later
+  connection must offer the same key, and so must the console if it prints keys
+  later. Never silent.
+
+A key that differs from the pinned one raises HostKeyMismatch at once. It is no
+SSHException or OSError, so no readiness poll retries it.
+"""
 
 import base64
 import logging
+import re
 import shlex
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import paramiko
 
+from harness.seed import Media
 from harness.seed.keys import KeyPair
 
+log = logging.getLogger("harness")
 
-class HostKeyMismatch(paramiko.SSHException):
-    pass
+OUTPUT_CAP = 16 * 2**20  # bytes of a command's stdout (and of its stderr) kept in memory
+CONSOLE_KEYS = re.compile(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----",
+                          re.S)
+KEY_LINE = re.compile(r"((?:ssh|ecdsa)-[a-z0-9-]+) (AAAA[A-Za-z0-9+/]+={0,2})")
+
+
+class HostKeyMismatch(Exception):
+    """The guest offered a host key the harness does not trust: fatal, never retried."""
 
 
 @dataclass(frozen=True)
@@ -22,10 +50,13 @@ class Result:
     status: int
     stdout: str
     stderr: str
+    truncated: tuple[str, ...] = ()  # "stdout"/"stderr" cut at OUTPUT_CAP
 
     def describe(self, cmd: str) -> str:
+        cut = f"\n(truncated at {OUTPUT_CAP} bytes: {', '.join(self.truncated)})" \
+            if self.truncated else ""
         return (f"`{cmd}` exited {self.status}\n--- stdout ---\n{self.stdout.rstrip()}"
-                f"\n--- stderr ---\n{self.stderr.rstrip()}")
+                f"\n--- stderr ---\n{self.stderr.rstrip()}{cut}")
 
 
 def banner(port: int, timeout: float = 2.0) -> str | None:
@@ -39,37 +70,111 @@ def banner(port: int, timeout: float = 2.0) -> str | None:
     return data.decode(errors="replace").strip() if data.startswith(b"SSH-") else None
 
 
+@dataclass
+class HostKeyTrust:
+    """The host keys the harness accepts from a guest, as (type, base64) pairs,
+    mirrored to `known_hosts` (OpenSSH format, for the ssh command shown to people)."""
+
+    given: bool  # the seed carried the key: nothing else is ever accepted
+    pinned: list[tuple[str, str]] = field(default_factory=list)
+    known_hosts: Path | None = None
+    console: Callable[[], str] = field(default=lambda: "")
+
+    def prepare(self, client: paramiko.SSHClient, port: int) -> None:
+        """Load what is trusted into `client`, with the policy for anything else."""
+        name = host_name(port)
+        if not self.given:
+            self._learn_from_console(name)
+        for kind, blob in self.pinned:
+            client.get_host_keys().add(name, kind, _key(kind, blob))
+        client.set_missing_host_key_policy(_Refuse() if self.given else _FirstUse(self))
+
+    def _learn_from_console(self, name: str) -> None:
+        trusted = dict(self.pinned)
+        for kind, blob in console_keys(self.console()):
+            if kind not in trusted:
+                self.record(name, kind, blob, "read from the guest's console")
+                trusted[kind] = blob
+            elif trusted[kind] != blob:
+                raise HostKeyMismatch(
+                    f"guest on {name}: its console prints {kind} host key "
+                    f"{_key(kind, blob).fingerprint}, not the trusted "
+                    f"{_key(kind, trusted[kind]).fingerprint}: refusing to connect")
+
+    def record(self, name: str, kind: str, blob: str, how: str,
+               level: int = logging.INFO) -> None:
+        """Trust a key from now on; paramiko's `fingerprint` is OpenSSH's SHA256:base64."""
+        log.log(level, "%s host key of the guest on %s %s: %s%s", kind, name, how,
+                _key(kind, blob).fingerprint,
+                f" (recorded in {self.known_hosts})" if self.known_hosts else "")
+        self.pinned.append((kind, blob))
+        if self.known_hosts:
+            with open(self.known_hosts, "a") as f:
+                f.write(f"{name} {kind} {blob}\n")
+
+
+def trust_for(media: Media, host_key: KeyPair | None, port: int, known_hosts: Path,
+              console: Callable[[], str]) -> HostKeyTrust:
+    """The host-key policy a machine's first-boot media calls for (see module doc);
+    `known_hosts` is (re)written, `console` returns the console log so far."""
+    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    known_hosts.write_text("")
+    if media.host_key_given and host_key is not None:
+        trust = HostKeyTrust(True, known_hosts=known_hosts)
+        trust.record(host_name(port), "ssh-ed25519", host_key.public_blob,
+                     "given by the harness in the seed")
+        return trust
+    log.warning("guest on %s makes its own SSH host key: the harness pins the key its "
+                "console prints, else trusts the first key offered, with a warning",
+                host_name(port))
+    return HostKeyTrust(False, known_hosts=known_hosts, console=console)
+
+
+def console_keys(text: str) -> list[tuple[str, str]]:
+    """(type, base64) of each key in cloud-init's host key block on a console."""
+    keys = []
+    for block in CONSOLE_KEYS.findall(text):
+        keys += KEY_LINE.findall(block)
+    return keys
+
+
 class Connection:
     """One paramiko client, reopened when the guest dropped it (reboots do)."""
 
-    def __init__(self, port: int, user: str, client_key: KeyPair, host_key: KeyPair | None):
+    def __init__(self, port: int, user: str, client_key: KeyPair | None,
+                 host_key: KeyPair | HostKeyTrust | None, password: str | None = None):
         self.port, self.user = port, user
-        self.client_key, self.host_key = client_key, host_key
+        self.client_key, self.password = client_key, password
+        if isinstance(host_key, HostKeyTrust):
+            self.trust = host_key
+        else:  # a key given by the caller, pinned in memory only
+            self.trust = HostKeyTrust(host_key is not None, [] if host_key is None else
+                                      [("ssh-ed25519", host_key.public_blob)])
         self._client: paramiko.SSHClient | None = None
 
     def _connect(self, timeout: float) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
-        if self.host_key:
-            hostname = f"[127.0.0.1]:{self.port}"
-            client.get_host_keys().add(
-                hostname, "ssh-ed25519", paramiko.Ed25519Key(data=_decode(self.host_key)))
-            client.set_missing_host_key_policy(_Refuse())
-        else:  # a distro that cannot be given host keys: the catalog says so
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        self.trust.prepare(client, self.port)
         quiet = logging.getLogger("paramiko.transport")
         level = quiet.level
         quiet.setLevel(logging.CRITICAL)  # paramiko logs every early banner failure as a traceback
         try:
             client.connect("127.0.0.1", self.port, self.user,
-                           key_filename=str(self.client_key.private_path), timeout=timeout,
-                           banner_timeout=timeout, auth_timeout=timeout, allow_agent=False,
-                           look_for_keys=False, disabled_algorithms=_only_ed25519_hostkeys())
+                           key_filename=str(self.client_key.private_path)
+                           if self.client_key else None, password=self.password,
+                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                           allow_agent=False, look_for_keys=False,
+                           disabled_algorithms=_only_ed25519_hostkeys()
+                           if self.trust.given else None)
         except paramiko.BadHostKeyException as e:
             client.close()
             raise HostKeyMismatch(
-                f"guest on 127.0.0.1:{self.port} offered host key {e.key.get_base64()[:24]}..., "
-                f"not the one the harness gave it ({e.expected_key.get_base64()[:24]}...): "
-                "refusing to connect") from e
+                f"guest on 127.0.0.1:{self.port} offered {e.key.get_name()} host key "
+                f"{e.key.fingerprint}, not the trusted {e.expected_key.fingerprint} "
+                "refusing to connect") from None
+        except BaseException:
+            client.close()
+            raise
         finally:
             quiet.setLevel(level)
         return client
@@ -90,7 +195,11 @@ class Connection:
         out, err = _drain(chan, timeout)
         status = chan.recv_exit_status()
         chan.close()
-        return Result(status, out.decode(errors="replace"), err.decode(errors="replace"))
+        cut = tuple(name for name, buf in (("stdout", out), ("stderr", err)) if buf.cut)
+        if cut:
+            log.warning("`%s`: %s over %d bytes, the rest dropped", cmd[:80], " and ".join(cut),
+                        OUTPUT_CAP)
+        return Result(status, out.text(), err.text(), cut)
 
     def sftp(self, timeout: float) -> paramiko.SFTPClient:
         self.run("true", timeout, sudo=False)
@@ -102,24 +211,43 @@ class Connection:
             self._client = None
 
 
-def _drain(chan: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
-    out, err = bytearray(), bytearray()
+class _Capped:
+    """The first OUTPUT_CAP bytes of a stream; the rest is read and dropped."""
+
+    def __init__(self) -> None:
+        self.data, self.cut = bytearray(), False
+
+    def add(self, chunk: bytes) -> None:
+        room = OUTPUT_CAP - len(self.data)
+        self.data += chunk[:room]
+        self.cut = self.cut or len(chunk) > room
+
+    def text(self) -> str:
+        return bytes(self.data).decode(errors="replace")
+
+
+def _drain(chan: paramiko.Channel, timeout: float) -> tuple[_Capped, _Capped]:
+    out, err = _Capped(), _Capped()
     deadline = time.monotonic() + timeout
     while True:
         if chan.recv_ready():
-            out += chan.recv(65536)
+            out.add(chan.recv(65536))
         elif chan.recv_stderr_ready():
-            err += chan.recv_stderr(65536)
+            err.add(chan.recv_stderr(65536))
         elif chan.exit_status_ready() and (chan.eof_received or chan.closed):
-            return bytes(out), bytes(err)
+            return out, err
         elif time.monotonic() > deadline:
             raise TimeoutError(f"command still running after {timeout:.0f}s")
         else:
             time.sleep(0.02)
 
 
-def _decode(key: KeyPair) -> bytes:
-    return base64.b64decode(key.public_blob)
+def host_name(port: int) -> str:
+    return f"[127.0.0.1]:{port}"
+
+
+def _key(kind: str, blob: str) -> paramiko.PKey:
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(blob))
 
 
 def _only_ed25519_hostkeys() -> dict:
@@ -130,7 +258,24 @@ def _only_ed25519_hostkeys() -> dict:
 
 class _Refuse(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client, hostname, key):
-        raise HostKeyMismatch(f"guest on {hostname} offered an unknown {key.get_name()} host key")
+        raise HostKeyMismatch(f"guest on {hostname} offered an unknown {key.get_name()} host "
+                              f"key {key.fingerprint}: refusing to connect")
+
+
+class _FirstUse(paramiko.MissingHostKeyPolicy):
+    """Trust on first use, loudly: the key is logged as a WARNING and recorded."""
+
+    def __init__(self, trust: HostKeyTrust):
+        self.trust = trust
+
+    def missing_host_key(self, client, hostname, key):
+        if client.get_host_keys().lookup(hostname):  # a key is pinned, of another type
+            raise HostKeyMismatch(
+                f"guest on {hostname} offered a {key.get_name()} host key {key.fingerprint}, "
+                "but a key of another type is trusted: refusing to connect")
+        self.trust.record(hostname, key.get_name(), key.get_base64(),
+                          "TRUSTED ON FIRST USE (not verified)", logging.WARNING)
+        client.get_host_keys().add(hostname, key.get_name(), key)
 
 
 def ssh_command(port: int, user: str, key: Path, known_hosts: Path) -> str:

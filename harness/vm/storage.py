@@ -6,6 +6,7 @@ volume backed by it, and its seed is uploaded as a volume of its own. Volumes
 made for a run carry the run id in their names, which is what cleanup matches.
 """
 
+import fcntl
 import json
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from xml.etree import ElementTree as ET
 import libvirt
 
 from harness.log import step
+from harness.paths import cache_dir
 
 POOL = "harness"
 POOL_DIR = "/var/lib/libvirt/images/harness"
@@ -85,14 +87,24 @@ def base_volume(conn: libvirt.virConnect, image: Path, key: str) -> tuple[str, i
     vsize = json.loads(subprocess.run(
         ["qemu-img", "info", "--output=json", str(image)],
         check=True, capture_output=True, text=True).stdout)["virtual-size"]
-    if _lookup(p, marker) is None:
-        if stale := _lookup(p, name):
-            stale.delete(0)
-        mib = image.stat().st_size / 2**20
-        with step(f"upload {image.name} ({mib:.0f} MiB) to pool {POOL}", "storage"):
-            upload(p, name, image)
-        p.createXML(_volume_xml(marker, 0, "raw"), 0)
+    # Sessions running side by side on this host upload a base once, one at a time.
+    locks = cache_dir() / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"base-{key}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _lookup(p, marker) is None:
+            if stale := _lookup(p, name):
+                stale.delete(0)
+            mib = image.stat().st_size / 2**20
+            with step(f"upload {image.name} ({mib:.0f} MiB) to pool {POOL}", "storage"):
+                upload(p, name, image)
+            p.createXML(_volume_xml(marker, 0, "raw"), 0)
     return p.storageVolLookupByName(name).path(), vsize
+
+
+def create_marker(p: libvirt.virStoragePool, name: str) -> None:
+    """An empty volume whose name is the record (here: a run's owner)."""
+    p.createXML(_volume_xml(name, 0, "raw"), 0)
 
 
 def overlay(conn: libvirt.virConnect, name: str, backing: str, capacity: int) -> str:

@@ -1,8 +1,8 @@
 """Every timeout in one place. Values are for a KVM guest; without KVM (TCG,
 software emulation) they are multiplied, since everything runs 5 to 20 times
-slower. HARNESS_TIMEOUT_SCALE multiplies them again (a slow CI host)."""
+slower. The HARNESS_TIMEOUT_SCALE setting multiplies them again (a slow CI host)."""
 
-import os
+from harness import settings
 
 BASE = {
     "boot": 60,  # domain start to the first SSH banner
@@ -24,10 +24,10 @@ def set_accel(accel: str) -> None:
 
 def scale() -> float:
     factor = 1.0 if _accel == "kvm" else TCG_FACTOR
-    return factor * float(os.environ.get("HARNESS_TIMEOUT_SCALE", "1"))
+    return factor * settings.get("HARNESS_TIMEOUT_SCALE")
 
 
 def get(name: str) -> float:
     if name == "probe":  # the probe decides the accelerator, so it cannot depend on it
-        return BASE[name] * float(os.environ.get("HARNESS_TIMEOUT_SCALE", "1"))
+        return BASE[name] * settings.get("HARNESS_TIMEOUT_SCALE")
     return BASE[name] * scale()

@@ -12,6 +12,8 @@ from harness import catalog
 from harness.images import dockerimage
 from harness.updates import snappy
 
+SYMPTOM = "permission denied"  # as the 2015 report quotes Docker's error
+
 
 def apparmor_denials(m, lines: int = 20) -> str:
     """The kernel's latest AppArmor denials: the evidence of a confinement failure."""
@@ -32,5 +34,7 @@ def test_docker_framework_runs_a_container(bug_distro, boot_bug_distro):
     m.succeed("docker load", stdin=dockerimage.build())
     result = m.run(f"docker run --rm --network none {dockerimage.TAG} true")
     if result.status != 0:
-        pytest.fail(f"docker run failed on {bug_distro}: {result.stderr.strip()}\n"
+        assert SYMPTOM in result.stderr.lower(), f"docker run failed, but not with the bug: " \
+                                                 f"{result}"
+        pytest.fail(f"reproduced on {bug_distro}: {result.stderr.strip()}\n"
                     f"--- AppArmor denials ---\n{apparmor_denials(m)}")

@@ -8,38 +8,37 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import libvirt
 import pytest
 
 from harness.paths import REPO, runtime_dir
 from harness.seed import keys
-from harness.vm import ssh, storage
-from harness.vm.machine import BootFailure, KernelBoot, Machine
+from harness.vm import storage
+from harness.vm.machine import BootFailure, CommandFailed, KernelBoot, MachineError
 
 pytestmark = pytest.mark.vm
 
 
-def test_kernel_panic_fails_within_30_seconds_and_quotes_the_panic(
-        harness_run, libvirt_conn, distro, local_image, accelerator):
+def test_kernel_panic_fails_within_30_seconds_and_quotes_the_panic(harness_session, distro,
+                                                                  local_image, accelerator):
     if local_image.kernel is None:
         pytest.skip(f"{distro.name}: no separate kernel to boot directly")
     # No initrd and a root that does not exist: the kernel panics at its root mount.
     panic = KernelBoot(local_image.kernel, "console=ttyS0 root=/dev/nonexistent panic=0")
-    m = Machine("panic", distro, harness_run, libvirt_conn, local_image.path, local_image.key,
-                accelerator, kernel_boot=panic)
+    m = harness_session.new_machine("panic", harness_session.recipe(distro, kernel_boot=panic))
     started = time.monotonic()
-    with pytest.raises(BootFailure, match="kernel panic") as failure:
+    with pytest.raises(BootFailure, match="kernel-panic") as failure:
         m.start()
     assert time.monotonic() - started < 30
     assert "Kernel panic - not syncing" in str(failure.value)
     assert m.res.domain is None and not m.res.volumes and m.res.port is None
 
 
-def test_domain_destroyed_while_waiting_fails_within_seconds(
-        harness_run, libvirt_conn, distro, local_image, accelerator):
-    m = Machine("destroyed", distro, harness_run, libvirt_conn, local_image.path,
-                local_image.key, accelerator)
+def test_domain_destroyed_while_waiting_fails_within_seconds(harness_session, distro,
+                                                             accelerator):
+    m = harness_session.new_machine("destroyed", harness_session.recipe(distro))
 
     def destroy_once_running():
         for _ in range(300):
@@ -58,13 +57,56 @@ def test_domain_destroyed_while_waiting_fails_within_seconds(
     assert time.monotonic() - started < 60
 
 
-def test_wrong_host_key_is_refused(machine, tmp_path):
-    impostor = keys.generate(tmp_path, "other_host_key", "impostor")
-    conn = ssh.Connection(machine.port, machine.distro.boot.ssh_user, machine.client_key,
-                          impostor)
-    with pytest.raises(ssh.HostKeyMismatch, match="refusing to connect"):
-        conn.run("true", 30)
-    assert machine.succeed("echo still-trusted").strip() == "still-trusted"
+def _qemu_pid(m) -> int:
+    return int(Path(f"/run/libvirt/qemu/{m.res.domain.name()}.pid").read_text())
+
+
+@pytest.mark.allow("failed-units")
+def test_qemu_killed_mid_command_is_a_machine_error_with_the_console(machine_factory):
+    m = machine_factory("victim")
+    pid = _qemu_pid(m)
+    threading.Timer(3, os.kill, (pid, signal.SIGKILL)).start()  # this test's own domain
+    started = time.monotonic()
+    with pytest.raises(MachineError) as failure:
+        m.run("sleep 120", timeout=300)
+    assert time.monotonic() - started < 30
+    message = str(failure.value)
+    assert "no longer running" in message and "last console lines:" in message
+
+
+def test_wrong_host_key_fails_in_seconds_not_after_the_boot_timeout(machine_factory, tmp_path):
+    m = machine_factory("impostor")
+    real = m.host_key
+    m.host_key = keys.generate(tmp_path, "other_host_key", "impostor")  # pin the wrong key
+    m._connect_ssh()
+    started = time.monotonic()
+    with pytest.raises(MachineError, match="host key"):
+        m.wait_until_succeeds("true")
+    with pytest.raises(MachineError, match="host key"):
+        m.run("true")
+    assert time.monotonic() - started < 10
+    m.host_key = real  # the guest is fine: let teardown's checks in
+    m._connect_ssh()
+
+
+def test_shutdown_powers_off_and_leaves_nothing_running(machine_factory):
+    m = machine_factory("shutdown")
+    m.shutdown()
+    assert not m.running() and m.res.domain is None
+    m.destroy()
+    assert not m.res.volumes and m.res.port is None
+
+
+def test_wait_for_unit_fails_at_once_on_a_failed_or_inactive_unit(machine):
+    machine.run("systemd-run --unit=harness-fails --property=RemainAfterExit=no false")
+    started = time.monotonic()
+    with pytest.raises(CommandFailed, match=r"harness-fails\.service failed"):
+        machine.wait_for_unit("harness-fails.service")
+    with pytest.raises(CommandFailed, match="inactive and no job will start it"):
+        machine.wait_for_unit("harness-never-started.service")
+    assert time.monotonic() - started < 30
+    machine.succeed("systemctl reset-failed harness-fails.service")
+    machine.wait_for_unit("ssh.service")
 
 
 def test_sigkilled_run_is_fully_cleaned_by_harness_clean(libvirt_conn, distro, local_image):

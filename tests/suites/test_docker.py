@@ -7,15 +7,6 @@ from harness.images import dockerimage
 pytestmark = pytest.mark.vm
 
 
-@pytest.fixture(scope="session")
-def docker_shipped(distro):
-    """Skips, before any boot, where the image does not ship Docker (a framework or
-    snap from a store the guest cannot reach)."""
-    if distro.promises.docker in ("framework", "snap"):
-        why = distro.promises.notes.get("docker", f"Docker comes as a {distro.promises.docker}")
-        pytest.skip(f"{distro.name}: {why}")
-
-
 def _started(machine, distro):
     """Where Docker is started by hand (the promise says `manual`), start it as a user would."""
     if distro.promises.docker == "manual":
@@ -23,11 +14,9 @@ def _started(machine, distro):
     return machine
 
 
+@pytest.mark.promise("docker_at_boot")
 def test_docker_is_active_after_boot_without_anyone_starting_it(machine, distro):
-    promise = distro.promises
-    if promise.docker not in ("enabled", "socket"):
-        pytest.skip(f"{distro.name}: Docker is not started by systemd at boot ({promise.docker})")
-    unit = promise.docker_unit
+    unit = distro.promises.docker_unit
     assert machine.succeed(f"systemctl is-active {unit}").strip() == "active"
     assert machine.succeed(f"systemctl is-enabled {unit}").strip() == "enabled"
     # Its start began before the harness first logged in: nobody but the boot started it.
@@ -39,7 +28,8 @@ def test_docker_is_active_after_boot_without_anyone_starting_it(machine, distro)
     assert 0 < began < login_us, (began, first_login)
 
 
-def test_docker_info_answers(docker_shipped, machine, distro, record_property):
+@pytest.mark.promise("docker_shipped")
+def test_docker_info_answers(machine, distro, record_property):
     _started(machine, distro)
     version = machine.succeed("docker version --format '{{.Server.Version}}'").strip()
     driver = machine.succeed("docker info --format '{{.Driver}}'").strip()
@@ -48,7 +38,8 @@ def test_docker_info_answers(docker_shipped, machine, distro, record_property):
     assert version and driver
 
 
-def test_container_runs_from_image_loaded_offline(docker_shipped, machine, distro):
+@pytest.mark.promise("docker_shipped")
+def test_container_runs_from_image_loaded_offline(machine, distro):
     _started(machine, distro)
     loaded = machine.succeed("docker load", stdin=dockerimage.build())
     assert dockerimage.TAG in loaded

@@ -7,32 +7,24 @@ import pytest
 pytestmark = pytest.mark.vm
 
 
-def _readonly_paths(distro):
-    if not distro.promises.readonly:
-        why = distro.promises.notes.get("readonly", "no read-only path promised")
-        pytest.skip(f"{distro.name}: {why}")
-    return distro.promises.readonly
-
-
+@pytest.mark.promise("readonly")
 def test_promised_readonly_paths_are_mounted_readonly(machine, distro):
-    for path in _readonly_paths(distro):
+    for path in distro.promises.readonly:
         options = machine.succeed(f"findmnt -no OPTIONS --target {shlex.quote(path)}").split(",")
         assert "ro" in options, f"{path} is mounted {options}"
 
 
+@pytest.mark.promise("readonly")
 def test_promised_readonly_paths_refuse_writes_with_erofs(machine, distro):
-    for path in _readonly_paths(distro):
+    for path in distro.promises.readonly:
         probe = shlex.quote(f"{path.rstrip('/')}/.harness-write-probe")
         result = machine.fail(f"touch {probe}")
         assert "Read-only file system" in result.stderr, result.stderr
 
 
 @pytest.mark.destructive
+@pytest.mark.promise("writable")
 def test_promised_writable_paths_keep_a_write_across_reboot(machine_factory, distro):
-    if not distro.promises.writable:
-        pytest.skip(f"{distro.name}: no writable path promised")
-    if "writable" in distro.promises.notes:  # writable, but not kept across a reboot
-        pytest.skip(f"{distro.name}: {distro.promises.notes['writable']}")
     m = machine_factory("writable")
     for path in distro.promises.writable:
         m.succeed(f"echo kept > {shlex.quote(path.rstrip('/') + '/.harness-kept')}")

@@ -5,13 +5,9 @@ import pytest
 pytestmark = pytest.mark.vm
 
 
+@pytest.mark.promise("docker_at_boot")
 def test_docker_unit_is_enabled_and_running(distro, host):
-    promise = distro.promises
-    if promise.docker not in ("enabled", "socket"):
-        why = promise.notes.get("docker") or \
-            f"Docker is not a systemd unit started at boot ({promise.docker})"
-        pytest.skip(f"{distro.name}: {why}")
-    unit = host.service(promise.docker_unit)
+    unit = host.service(distro.promises.docker_unit)
     assert unit.is_enabled and unit.is_running
 
 

@@ -2,6 +2,7 @@
 the shape the tool's upstream documents (the source of each shape is noted), and
 the choice of adapter from the catalog's `promises.update`."""
 
+import dataclasses
 import json
 
 import pytest
@@ -10,8 +11,12 @@ from harness import catalog
 from harness.updates import (
     NeedsNetwork,
     NetworkUpdater,
+    NotStaged,
     NoUpdater,
+    PreconditionMissing,
+    Refused,
     SlotStatus,
+    pytest_verdict,
     ros,
     rpm_ostree,
     snap,
@@ -19,33 +24,40 @@ from harness.updates import (
     update_engine,
     updater,
 )
+from harness.vm.ssh import Result
 
-# update_engine_client -status: KEY=VALUE lines. The keys mirror locksmith's
-# updateengine.Status (LastCheckedTime, Progress, CurrentOperation, NewVersion,
-# NewSize) and the CURRENT_OP values are update_engine's UpdateStatus names, both as
-# listed in their Go package docs; the log prefix is how the client logs when it does.
+# update_engine_client -status, stdout only: GetStatus prints these five lines with
+# printf("LAST_CHECKED_TIME=%" PRIi64 "\nPROGRESS=%f\nCURRENT_OP=%s\nNEW_VERSION=%s\n
+# NEW_SIZE=%" PRIi64 "\n") (flatcar/update_engine src/update_engine/update_engine_client.cc
+# @ 73826410); "Querying Update Engine status..." is a LOG(INFO) line, and logging goes to
+# stderr (FLAGS_logtostderr). An idle engine reports version "0.0.0" (kVersionZero,
+# src/update_engine/update_attempter.cc). Times, sizes and versions are examples.
 ENGINE_IDLE = """LAST_CHECKED_TIME=1433372016
 PROGRESS=0.000000
 CURRENT_OP=UPDATE_STATUS_IDLE
 NEW_VERSION=0.0.0
 NEW_SIZE=0
 """
-ENGINE_NEED_REBOOT = ("I0603 10:41:02.000000 1234 update_engine_client.cc:245] "
-                      "LAST_CHECKED_TIME=1433372016\nPROGRESS=1.000000\n"
-                      "CURRENT_OP=UPDATE_STATUS_UPDATED_NEED_REBOOT\n"
-                      "NEW_VERSION=3815.2.0\nNEW_SIZE=302176836\n")
+ENGINE_NEED_REBOOT = """LAST_CHECKED_TIME=1433372016
+PROGRESS=1.000000
+CURRENT_OP=UPDATE_STATUS_UPDATED_NEED_REBOOT
+NEW_VERSION=3815.2.0
+NEW_SIZE=302176836
+"""
 
 
-def test_update_engine_status_reads_every_documented_key():
+def test_update_engine_status_reads_every_key_the_client_prints():
     fields = update_engine.parse_engine_status(ENGINE_IDLE)
     assert fields["CURRENT_OP"] == "UPDATE_STATUS_IDLE"
     assert fields["NEW_VERSION"] == "0.0.0" and fields["LAST_CHECKED_TIME"] == "1433372016"
 
 
-def test_update_engine_status_tolerates_a_log_prefix():
+def test_update_engine_staged_an_update_only_when_it_needs_a_reboot():
+    """`update_engine_client -update` exits 0 when idle too (CompleteUpdateSource)."""
     fields = update_engine.parse_engine_status(ENGINE_NEED_REBOOT)
-    assert fields["CURRENT_OP"] == "UPDATE_STATUS_UPDATED_NEED_REBOOT"
-    assert fields["NEW_VERSION"] == "3815.2.0"
+    assert update_engine.staged_version(fields) == "3815.2.0"
+    with pytest.raises(Refused, match="CURRENT_OP=UPDATE_STATUS_IDLE"):
+        update_engine.staged_version(update_engine.parse_engine_status(ENGINE_IDLE))
 
 
 def test_update_engine_status_without_current_op_is_an_error():
@@ -53,7 +65,9 @@ def test_update_engine_status_without_current_op_is_an_error():
         update_engine.parse_engine_status("Failed to connect to update_engine\n")
 
 
-# Flatcar's disk layout: partition 3 is USR-A, 4 is USR-B; `rootdev -s /usr` names one.
+# The disk layout (build_library/disk_layout.json, coreos/scripts @ a6824e7b and
+# flatcar/scripts @ ab6d76d9): partition 3 is USR-A, 4 is USR-B; `rootdev -s /usr` names
+# one. The device names are examples of virtio, SCSI and NVMe disks.
 @pytest.mark.parametrize(("device", "slot"), [("/dev/sda3\n", "USR-A"), ("/dev/vda4", "USR-B"),
                                               ("/dev/nvme0n1p4", "USR-B")])
 def test_rootdev_partition_number_tells_the_usr_slot(device, slot):
@@ -66,27 +80,35 @@ def test_a_partition_that_is_no_usr_slot_is_refused():
 
 
 def test_kernel_command_line_names_the_usr_source_in_either_spelling():
+    # Flatcar: `@@MOUNTUSR@@=PARTUUID=$usr_uuid` in build_library/grub.cfg, which
+    # build_library/grub_install.sh turns into `mount.usr=/dev/mapper/usr verity.usr`
+    # when verity is on (flatcar/scripts @ ab6d76d9). CoreOS 647:
+    # `mount.usr=PARTUUID=$usr_uuid` (coreos/scripts build_library/grub.cfg since a45ba5dc,
+    # 2014-12). `usr=` is what CoreOS's GRUB passed before that commit.
     flatcar = ("BOOT_IMAGE=/flatcar/vmlinuz-a mount.usr=/dev/mapper/usr "
                "verity.usr=PARTUUID=7130c94a-213a-4e5a-8e26-6cce9662f132 rootflags=rw")
-    coreos = "root=LABEL=ROOT usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c console=ttyS0"
+    coreos = ("root=LABEL=ROOT console=ttyS0,115200n8 console=tty0 "
+              "mount.usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c")
+    before_a45ba5dc = "root=LABEL=ROOT usr=PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c"
     assert update_engine.cmdline_usr(flatcar) == "/dev/mapper/usr"
     assert update_engine.cmdline_usr(coreos) == "PARTUUID=e03dd35c-7c2d-4a47-b3fe-27f15780a57c"
+    assert update_engine.cmdline_usr(before_a45ba5dc) == update_engine.cmdline_usr(coreos)
 
 
-def test_os_release_version_is_read_unquoted():
-    text = 'NAME="Flatcar Container Linux by Kinvolk"\nID=flatcar\nVERSION=3815.2.0\n'
-    assert update_engine.os_release_version(text) == "3815.2.0"
-    assert update_engine.os_release_version('VERSION="647.0.0"\n') == "647.0.0"
+def test_os_release_version_is_read_quoted_or_not():
+    # /usr/lib/os-release as the images write it (build_library/set_lsb_release):
+    # Flatcar quotes VERSION="$FLATCAR_VERSION" (flatcar/scripts @ ab6d76d9); CoreOS 647
+    # wrote VERSION=$COREOS_VERSION_STRING unquoted (coreos/scripts @ a6824e7b).
+    flatcar = 'NAME="Flatcar Container Linux by Kinvolk"\nID="flatcar"\nVERSION="3815.2.0"\n'
+    assert update_engine.os_release_version(flatcar) == "3815.2.0"
+    assert update_engine.os_release_version("NAME=CoreOS\nID=coreos\nVERSION=647.0.0\n") \
+        == "647.0.0"
 
 
-def test_rollback_prioritizes_the_usr_partition_that_did_not_boot():
-    cmd = update_engine.rollback_command("flatcar-usr")
-    assert cmd.startswith("cgpt prioritize ")
-    assert 'cgpt find -t flatcar-usr | grep --invert-match "$(rootdev -s /usr)"' in cmd
-
-
-# rpm-ostree status --json: a "deployments" list whose objects carry "booted",
-# "checksum", "version", "origin", "osname" (fields Zincati and Ansible roles read).
+# rpm-ostree status --json: {"deployments": [...], "transaction": ...}, each deployment
+# the daemon's dict with "id", "osname", "checksum", "version", "origin", "booted",
+# "pinned" (coreos/rpm-ostree src/app/rpmostree-builtin-status.cxx @ v2024.6); the
+# pending deployment is listed first. Checksums and versions are examples.
 RPM_OSTREE_JSON = json.dumps({"deployments": [
     {"id": "fedora-coreos-b1a6.0", "osname": "fedora-coreos", "booted": False,
      "checksum": "b1a6" + "0" * 60, "version": "40.20240616.3.0",
@@ -111,24 +133,29 @@ def test_rpm_ostree_without_a_booted_deployment_is_an_error():
         rpm_ostree.parse_status_json('{"deployments": []}')
 
 
-# ostree admin status: the booted deployment marked `*`, "OSNAME CHECKSUM.SERIAL",
-# each followed by indented detail lines (not confirmed on a 2015 Atomic host).
-OSTREE_ADMIN = """* fedora-atomic 3b1e4c0a9f.0
+# ostree admin status: g_print("%c %s %s.%d\n", booted ? '*' : ' ', osname, csum,
+# deployserial), then "    Version: %s" and "    origin refspec: %s"
+# (ostreedev/ostree src/ostree/ot-admin-builtin-status.c @ v2015.7, June 2015, the
+# ostree of Fedora 22's time). Checksums and versions are examples.
+BOOTED, OTHER = "3b1e4c0a9f" + "0" * 54, "8d2f77b10c" + "1" * 54
+OSTREE_ADMIN = f"""* fedora-atomic {BOOTED}.0
     Version: 22.17
     origin refspec: fedora-atomic:fedora-atomic/f22/x86_64/docker-host
-  fedora-atomic 8d2f77b10c.0
+  fedora-atomic {OTHER}.0
     Version: 22.16
     origin refspec: fedora-atomic:fedora-atomic/f22/x86_64/docker-host
 """
 
 
 def test_ostree_admin_status_gives_the_starred_deployment_and_its_version():
-    assert rpm_ostree.parse_admin_status(OSTREE_ADMIN) == SlotStatus("3b1e4c0a9f", "22.17")
+    assert rpm_ostree.parse_admin_status(OSTREE_ADMIN) == SlotStatus(BOOTED, "22.17")
 
 
-# snappy list -v (Snappy 15.04): Name Date Version Developer; `*` marks the active
-# version of a part, `!` the one active after the next reboot. Shape as 2015 Snappy
-# guides printed it; not confirmed here against a 15.04 image.
+# snappy list -v: a tabwriter table "Name Date Version Developer", every installed
+# version a row, the developer followed by `*` when active or `!` when it needs a
+# reboot to become active (showVerboseList in cmd/snappy/cmd_list.go; the snappy
+# history in canonical/snapd @ 7af770d3, 2015-04-16, a week before 15.04 shipped; the
+# 15.04 image's own snappy build is not pinned here). Dates and versions are examples.
 SNAPPY_LIST = """Name          Date       Version   Developer
 ubuntu-core   2015-04-23 2         ubuntu*
 ubuntu-core   2015-05-05 3         ubuntu!
@@ -154,9 +181,10 @@ def test_snappy_list_without_ubuntu_core_is_an_error():
         snappy.os_version(snappy.parse_list("Name Date Version Developer\n"))
 
 
-# snap list --all: Name Version Rev Tracking Publisher Notes (the header quoted in
-# canonical/docker-snap issues); inactive revisions carry `disabled` in Notes, which
-# the widely shared clean-up scripts match on.
+# snap list --all: "Name\tVersion\tRev\tTracking\tPublisher\tNotes" through a tabwriter;
+# Notes is the snap type (base, gadget, kernel, snapd; none for apps), then `disabled`
+# for inactive revisions, comma-joined, or `-` (canonical/snapd cmd/snap/cmd_list.go
+# and cmd/snap/notes.go @ 2.63). Revisions and versions are examples.
 SNAP_LIST = """Name       Version         Rev    Tracking       Publisher   Notes
 core24     20240528        423    latest/stable  canonical✓  base,disabled
 core24     20240710        490    latest/stable  canonical✓  base
@@ -166,8 +194,8 @@ snapd      2.63            21759  latest/stable  canonical✓  snapd
 docker     24.0.5          2915   latest/stable  canonical✓  -
 """
 
-# snap changes: ID Status Spawn Ready Summary, as snapd's authors showed it in 2016
-# (the dates contain spaces).
+# snap changes: "ID\tStatus\tSpawn\tReady\tSummary", the times human-formatted with
+# spaces in them (canonical/snapd cmd/snap/cmd_changes.go @ 2.63). Values are examples.
 SNAP_CHANGES = """ID   Status  Spawn               Ready               Summary
 7    Done    today at 10:02 UTC  today at 10:03 UTC  Refresh "core24" snap
 8    Doing   today at 10:10 UTC  -                   Revert "core24" snap
@@ -195,15 +223,9 @@ def test_snap_changes_gives_each_change_its_status():
     assert snap.parse_changes(SNAP_CHANGES) == {"7": "Done", "8": "Doing"}
 
 
-# ros: `ros -v` as quoted in rancher/os#2311 ("version v1.4.0-rc1 from os image
-# rancher/os:v1.4.0-rc1"); `ros os version` prints the bare version; `ros os list`
-# prints an image a line followed by its tags (these two shapes not confirmed here).
-ROS_LIST = """rancher/os:v1.5.6 remote available
-rancher/os:v1.5.7 remote available
-rancher/os:v1.5.8 remote latest running
-"""
-
-
+# ros -v as quoted in rancher/os#2311 ("version v1.4.0-rc1 from os image
+# rancher/os:v1.4.0-rc1"); `ros os version` is fmt.Println(config.Version)
+# (rancher/os v1.5.8 cmd/control/os.go, osVersion).
 @pytest.mark.parametrize(("text", "version"), [
     ("v1.5.8\n", "v1.5.8"),
     ("version v1.4.0-rc1 from os image rancher/os:v1.4.0-rc1\n", "v1.4.0-rc1"),
@@ -212,15 +234,111 @@ def test_ros_version_in_either_form(text, version):
     assert ros.parse_version(text) == version
 
 
-def test_ros_os_list_finds_the_running_image_and_versions():
+# `sudo ros os list` on v1.1.0, as rancher/os#2139 quotes it (shortened): newest first.
+ROS_LIST = """rancher/os:v1.1.0 local latest running
+rancher/os:v1.0.4 local available
+rancher/os:v1.0.3 local available
+rancher/os:v1.0.2 remote available
+"""
+# v0.8.0-rc4, not in the list, as rancher/os#148 quotes it (shortened): the bare
+# `VERSION running` line of osMetaDataGet (rancher/os v1.5.8 cmd/control/os.go).
+ROS_LIST_UNLISTED = """rancher/os:v0.7.1 remote latest
+rancher/os:v0.7.0 remote available
+rancher/os:v0.6.1 remote available
+v0.8.0-rc4 running
+"""
+# v0.2.1's `rancherctl os list` as rancher/os#147 quotes it: `IMAGE remote|local` in
+# releases.yml's order, which v0.3.3's `ros os list` still printed (cmd/control/os.go).
+ROS_LIST_03 = """rancher/os:v0.1.2 remote
+rancher/os:v0.2.0-rc1 remote
+rancher/os:v0.2.0 local
+rancher/os:v0.2.1 remote
+rancher/os:v0.3.0-rc1 remote
+"""
+
+
+def test_ros_os_list_is_newest_first_and_marks_the_running_image():
     images = ros.parse_list(ROS_LIST)
-    assert [i.version for i in images] == ["v1.5.6", "v1.5.7", "v1.5.8"]
-    assert ros.running(images).image == "rancher/os:v1.5.8"
+    assert [i.version for i in images] == ["v1.1.0", "v1.0.4", "v1.0.3", "v1.0.2"]
+    assert ros.running(images).image == "rancher/os:v1.1.0"
+    assert ros.newest(images).image == "rancher/os:v1.1.0"
+
+
+def test_ros_newest_is_the_first_line_when_none_is_marked_latest():
+    images = ros.parse_list(ROS_LIST.replace(" latest", " available"))
+    assert ros.newest(images).image == "rancher/os:v1.1.0"
+
+
+def test_ros_running_version_missing_from_the_list_is_the_bare_line():
+    images = ros.parse_list(ROS_LIST_UNLISTED)
+    assert ros.running(images) == ros.OsImage("v0.8.0-rc4", ("running",))
+    assert ros.newest(images).image == "rancher/os:v0.7.1"
+
+
+def test_ros_03_marks_nothing_so_version_and_numbers_decide():
+    images = ros.parse_list(ROS_LIST_03)
+    assert ros.running(images, "v0.2.0").image == "rancher/os:v0.2.0"
+    assert ros.newest(images).image == "rancher/os:v0.3.0-rc1"
+    with pytest.raises(ValueError, match=r"v0\.3\.3"):
+        ros.running(images, "v0.3.3")
 
 
 def test_ros_upgrade_names_the_image_and_does_not_reboot_by_itself():
     assert ros.upgrade_command("rancher/os:v1.5.7") == \
         "ros os upgrade -f --no-reboot -i rancher/os:v1.5.7"
+
+
+class Guest:
+    """Answers commands with recorded outputs: a stand-in to inject ros's failures,
+    since no RancherOS guest boots here and the outcome depends on the output alone."""
+
+    LISTED = "rancher/os:v1.5.9 remote latest\nrancher/os:v1.5.8 local available running\n"
+
+    def __init__(self, failing: str, stderr: str):
+        self.failing, self.stderr = failing, stderr
+
+    def run(self, cmd, timeout=None):
+        if cmd.startswith(self.failing):
+            return Result(1, "", self.stderr)
+        return Result(0, {"ros os version": "v1.5.8\n", "ros os list": self.LISTED}.get(cmd, ""),
+                      "")
+
+    def succeed(self, cmd, timeout=None):
+        return self.run(cmd).stdout
+
+
+# osUpgrade's refusal (rancher/os v1.5.8 cmd/control/os.go), as logrus prints Fatalf.
+NO_GLOBAL_CFG = 'time="2020-03-01T10:00:00Z" level=fatal msg="ros upgrade cannot be supported"'
+# A lookup the guest cannot make, in Go's net error form (see harness.updates).
+NO_DNS = ("level=fatal msg=\"Get https://releases.rancher.com/os/releases.yml: dial tcp: "
+          "lookup releases.rancher.com on 10.0.2.3:53: no such host\"")
+
+
+def test_ros_upgrade_without_global_cfg_is_a_missing_precondition_not_network():
+    adapter = updater(catalog.get("rancheros"))
+    with pytest.raises(PreconditionMissing, match=r"/boot/global\.cfg") as e:
+        adapter.stage(Guest("ros os upgrade", NO_GLOBAL_CFG))
+    assert not isinstance(e.value, NeedsNetwork)
+    assert pytest_verdict(e.value) == ("skip", f"missing precondition: {e.value}")
+
+
+def test_ros_list_that_cannot_reach_the_server_needs_network():
+    adapter = updater(catalog.get("rancheros"))
+    with pytest.raises(NeedsNetwork, match="could not be reached"):
+        adapter.stage(Guest("ros os list", NO_DNS))
+
+
+def test_an_unexplained_failure_is_a_refusal_and_fails_the_suite():
+    adapter = updater(catalog.get("rancheros"))
+    with pytest.raises(Refused) as e:
+        adapter.stage(Guest("ros os upgrade", "level=fatal msg=boom"))
+    assert pytest_verdict(e.value)[0] == "fail"
+
+
+def test_three_outcomes_are_three_classes():
+    assert {NeedsNetwork, PreconditionMissing, Refused} <= set(NotStaged.__subclasses__())
+    assert not issubclass(NeedsNetwork, (PreconditionMissing, Refused))
+    assert not issubclass(NeedsNetwork, NoUpdater)
 
 
 # The catalog decides the adapter; a mechanism that downloads says so before booting.
@@ -241,11 +359,21 @@ def test_tdnf_has_no_adapter_and_says_why_in_the_distros_terms(name):
 
 
 def test_networked_adapter_explains_it_cannot_stage_offline():
-    adapter = updater(catalog.get("flatcar"))
+    adapter = updater(catalog.get("rancheros"))
     assert isinstance(adapter, NetworkUpdater)
-    assert adapter.offline_reason() == ("flatcar: update_engine fetches updates from an "
-                                        "Omaha update server; the guest has no network "
-                                        "(restrict=on)")
-    # coreos-647's catalog note, in CoreOS's terms, takes precedence over the default.
-    assert "no longer answers" in updater(catalog.get("coreos-647")).offline_reason()
-    assert issubclass(NeedsNetwork, NoUpdater)
+    assert adapter.offline_reason() == ("rancheros: ros os upgrade fetches updates from "
+                                        "Docker Hub (the OS images); the guest has no "
+                                        "network (restrict=on)")
+
+
+def test_a_catalog_note_on_updates_takes_precedence_in_the_distros_terms():
+    d = catalog.get("rancheros")
+    noted = dataclasses.replace(d, promises=dataclasses.replace(
+        d.promises, notes={"update": "the OS images left Docker Hub"}))
+    assert updater(noted).offline_reason() == ("rancheros: the OS images left Docker Hub; "
+                                               "the guest has no network (restrict=on)")
+
+
+@pytest.mark.parametrize("name", ["flatcar", "coreos-647"])
+def test_usr_ab_distros_stage_offline(name):
+    assert not isinstance(updater(catalog.get(name)), NetworkUpdater)

@@ -9,8 +9,17 @@ import pytest
 
 from harness.vm import domain
 
-pytestmark = pytest.mark.skipif(shutil.which("virt-xml-validate") is None,
-                                reason="virt-xml-validate is missing (Debian libvirt-clients)")
+needs_validator = pytest.mark.skipif(shutil.which("virt-xml-validate") is None,
+                                     reason="virt-xml-validate is missing (Debian "
+                                     "libvirt-clients)")
+
+
+def _validate(tmp_path: Path, xml: str) -> None:
+    path = tmp_path / "domain.xml"
+    path.write_text(xml)
+    out = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def _spec(**over) -> domain.DomainSpec:
@@ -25,13 +34,10 @@ def _spec(**over) -> domain.DomainSpec:
     return domain.DomainSpec(**values)
 
 
+@needs_validator
 @pytest.mark.parametrize("firmware", ["uefi", "bios"])
 def test_domain_xml_passes_virt_xml_validate(tmp_path, firmware):
-    path = tmp_path / "domain.xml"
-    path.write_text(domain.domain_xml(_spec(firmware=firmware)))
-    out = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
-                         text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    _validate(tmp_path, domain.domain_xml(_spec(firmware=firmware)))
 
 
 def test_guest_network_is_restricted_and_forward_binds_loopback_only():
@@ -55,29 +61,37 @@ def test_run_id_is_read_back_from_metadata_and_absent_on_foreign_domains():
     assert domain.run_id_of("<domain type='qemu'><name>someone-else</name></domain>") is None
 
 
+@needs_validator
 def test_direct_kernel_boot_validates_and_replaces_the_boot_device(tmp_path):
     direct = domain.DirectBoot("/var/lib/libvirt/images/harness/k", "console=ttyS0 root=/dev/x")
     xml = domain.domain_xml(_spec(firmware="bios", direct=direct))
-    path = tmp_path / "domain.xml"
-    path.write_text(xml)
-    out = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
-                         text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    _validate(tmp_path, xml)
     os_el = ET.fromstring(xml).find("os")
     assert os_el.find("boot") is None and os_el.find("cmdline").text == direct.cmdline
 
 
+@needs_validator
+def test_iso_image_boots_as_an_ide_cdrom_first(tmp_path):
+    iso = domain.Disk("harness", "run-abc-rancheros.qcow2", "hdc", device="cdrom",
+                      readonly=True)
+    xml = domain.domain_xml(_spec(firmware="bios", disks=(iso,)))
+    _validate(tmp_path, xml)
+    root = ET.fromstring(xml)
+    cdrom = root.find("devices/disk")
+    assert cdrom.get("device") == "cdrom" and cdrom.find("target").get("bus") == "ide"
+    assert cdrom.find("readonly") is not None
+    assert root.find("os/boot").get("dev") == "cdrom"
+
+
+@needs_validator
 def test_fw_cfg_goes_through_sysinfo_so_libvirt_lends_the_file_to_qemu(tmp_path):
     """Not a -fw_cfg argument: libvirt chowns a <sysinfo type='fwcfg'> file to the QEMU
     user while the domain runs, so an Ignition config (with a private host key) can
     stay 0600; tests/harness/test_ignition.py boots it."""
-    config = Path("/run/harness/config.ign")
+    config = tmp_path / "config.ign"
+    config.write_text("{}")
     xml = domain.domain_xml(_spec(fw_cfg=(("opt/com.coreos/config", config),)))
-    path = tmp_path / "domain.xml"
-    path.write_text(xml)
-    out = subprocess.run(["virt-xml-validate", str(path), "domain"], capture_output=True,
-                         text=True)
-    assert out.returncode == 0, out.stdout + out.stderr
+    _validate(tmp_path, xml)
     root = ET.fromstring(xml)
     (entry,) = root.findall("sysinfo[@type='fwcfg']/entry")
     assert (entry.get("name"), entry.get("file")) == ("opt/com.coreos/config", str(config))

@@ -4,6 +4,7 @@ No test here contacts any other host: every URL is the local server's.
 """
 
 import bz2
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -32,6 +33,13 @@ def payload(size: int = 64 * 1024, seed: int = 1) -> bytes:
         block = hashlib.sha256(block).digest()
         out += block
     return bytes(out[:size])
+
+
+def disk_bytes(size: int = 64 * 1024, seed: int = 1) -> bytes:
+    """Bytes that look like a raw disk: a boot-sector signature at 510 (as an MBR has)."""
+    data = bytearray(payload(size, seed))
+    data[510:512] = b"\x55\xaa"
+    return bytes(data)
 
 
 def sha256(data: bytes) -> str:
@@ -154,7 +162,9 @@ def test_the_upstream_checksum_file_supplies_the_digest(server, cache, policy):
            f"{hashlib.sha256(data).hexdigest()} *i.img.xz\n"
     source = fetch.Source((url,), checksum_url=server.add("/rel/SHA256SUMS", sums.encode()),
                           checksum_algorithm="sha256")
-    assert fetch.fetch(source, policy=policy, cache=cache).digest == sha256(data)
+    # The local server speaks plain HTTP: an unsigned checksum file needs the opt-in.
+    insecure_ok = dataclasses.replace(policy, allow_insecure_http=True)
+    assert fetch.fetch(source, policy=insecure_ok, cache=cache).digest == sha256(data)
 
 
 def test_no_digest_at_all_is_refused_before_downloading(server, cache, policy):
@@ -241,7 +251,7 @@ def qemu_img_format(path: Path) -> str:
 
 @pytest.mark.parametrize("kind", sorted(COMPRESSORS))
 def test_each_compression_is_undone_then_converted_to_qcow2(kind, tmp_path, cache):
-    raw = payload(1024 * 1024, seed=3)
+    raw = disk_bytes(1024 * 1024, seed=3)
     src = tmp_path / f"disk.img.{kind}"
     src.write_bytes(COMPRESSORS[kind](raw))
     digest = fetch.file_digest(src)
@@ -260,7 +270,7 @@ def test_a_qcow2_download_is_used_as_it_is(tmp_path, cache):
     assert convert.to_qcow2(src, fetch.file_digest(src), "qcow2", cache=cache) == src
 
 
-def test_the_vmdk_is_taken_out_of_an_ova_and_nothing_lands_outside_the_cache(tmp_path, cache):
+def test_the_vmdk_is_taken_out_of_an_ova_and_nothing_lands_outside_the_cache(tiny, tmp_path, cache):
     vmdk = tmp_path / "src.vmdk"
     subprocess.run(["qemu-img", "create", "-q", "-f", "vmdk", "-o",
                     "subformat=streamOptimized", str(vmdk), "16M"], check=True)
@@ -281,32 +291,9 @@ def test_the_vmdk_is_taken_out_of_an_ova_and_nothing_lands_outside_the_cache(tmp
 
 # -- through the catalog: images.resolve and the command line ---------------------------
 
-ENTRY = """
-[tiny]
-title = "a test distro served from 127.0.0.1"
-family = "test"
-unverified = ["boot: never booted"]
-[tiny.image]
-format = "raw"
-compression = "xz"
-env = "HARNESS_IMAGE_TINY"
-{image}
-[tiny.boot]
-firmware = "bios"
-memory_mib = 512
-ssh_user = "root"
-seed = "none"
-[tiny.promises]
-docker = "manual"
-init = "systemd"
-update = "none"
-"""
-
-
-def tiny(tmp_path: Path, image: str) -> catalog.Distro:
-    p = tmp_path / "catalog.toml"
-    p.write_text(ENTRY.format(image=image))
-    return catalog.load(p)["tiny"]
+def xz_tiny(tiny, image: str) -> catalog.Distro:
+    """The shared `tiny` entry (tests/conftest.py) as an xz-compressed raw image."""
+    return tiny(f'format = "raw"\ncompression = "xz"\n{image}')
 
 
 @pytest.fixture
@@ -316,12 +303,12 @@ def fast_env(monkeypatch):
         monkeypatch.setenv(name, value)
 
 
-def test_resolve_fetches_and_converts_into_a_content_named_qcow2(server, cache, tmp_path,
+def test_resolve_fetches_and_converts_into_a_content_named_qcow2(tiny, server, cache, tmp_path,
                                                                   fast_env):
-    raw = payload(512 * 1024)
+    raw = disk_bytes(512 * 1024)
     xz = lzma.compress(raw)
     url = server.add("/tiny.img.xz", xz)
-    distro = tiny(tmp_path, f'urls = ["{url}"]\ndigest = "{sha256(xz)}"')
+    distro = xz_tiny(tiny, f'urls = ["{url}"]\ndigest = "{sha256(xz)}"')
     image = images.resolve(distro)
     assert image.key == f"tiny-{hashlib.sha256(xz).hexdigest()[:16]}"
     assert image.path.is_relative_to(cache) and qemu_img_format(image.path) == "qcow2"
@@ -329,9 +316,9 @@ def test_resolve_fetches_and_converts_into_a_content_named_qcow2(server, cache, 
     assert images.resolve(distro, offline=True).path == image.path
 
 
-def test_resolve_offline_names_what_is_missing_and_how_to_provide_it(server, cache, tmp_path):
+def test_resolve_offline_names_what_is_missing_and_how_to_provide_it(tiny, server, cache, tmp_path):
     url = server.add("/tiny.img.xz", b"never served")
-    distro = tiny(tmp_path, f'urls = ["{url}"]\ndigest = "{sha256(b"x")}"')
+    distro = xz_tiny(tiny, f'urls = ["{url}"]\ndigest = "{sha256(b"x")}"')
     with pytest.raises(images.ImageUnavailable) as e:
         images.resolve(distro, offline=True)
     for words in ("not cached", url, "--image PATH", "HARNESS_IMAGE_TINY=PATH"):
@@ -339,11 +326,11 @@ def test_resolve_offline_names_what_is_missing_and_how_to_provide_it(server, cac
     assert gets(server, "/tiny.img.xz") == []
 
 
-def test_the_distro_variable_names_a_local_file_used_instead(server, cache, tmp_path,
+def test_the_distro_variable_names_a_local_file_used_instead(tiny, server, cache, tmp_path,
                                                                monkeypatch):
     local = tmp_path / "mine.img.gz"
-    local.write_bytes(gzip.compress(payload(256 * 1024)))
-    distro = tiny(tmp_path, f'urls = ["{server.url("/gone.img.xz")}"]\n'
+    local.write_bytes(gzip.compress(disk_bytes(256 * 1024)))
+    distro = xz_tiny(tiny, f'urls = ["{server.url("/gone.img.xz")}"]\n'
                             f'digest = "{fetch.file_digest(local)}"')
     monkeypatch.setenv("HARNESS_IMAGE_TINY", str(local))
     image = images.resolve(distro, offline=True)
@@ -351,24 +338,25 @@ def test_the_distro_variable_names_a_local_file_used_instead(server, cache, tmp_
     assert gets(server, "/gone.img.xz") == []
 
 
-def test_a_local_file_not_matching_the_pinned_digest_is_refused(cache, tmp_path):
+def test_a_local_file_not_matching_the_pinned_digest_is_refused(tiny, cache, tmp_path):
     local = tmp_path / "other.img"
     local.write_bytes(b"not the image")
-    distro = tiny(tmp_path, f'urls = ["http://127.0.0.1:9/x"]\ndigest = "{sha256(b"x")}"')
-    with pytest.raises(fetch.DigestMismatch, match="expected sha256:"):
+    distro = xz_tiny(tiny, f'urls = ["http://127.0.0.1:9/x"]\ndigest = "{sha256(b"x")}"')
+    with pytest.raises(images.ImageUsageError, match="expected sha256:"):
         images.resolve(distro, image_path=local)
 
 
-def test_flatcar_current_is_resolved_to_a_version_and_remembered(server, cache, tmp_path,
-                                                                  fast_env):
-    img = payload(300_000)
+def test_flatcar_current_is_resolved_to_a_version_and_remembered(tiny, server, cache, tmp_path,
+                                                                  fast_env, monkeypatch):
+    monkeypatch.setenv("HARNESS_ALLOW_INSECURE_HTTP", "1")  # unsigned DIGESTS over HTTP
+    img = disk_bytes(300_000)
     server.add("/amd64-usr/current/version.txt", b"FLATCAR_BUILD=9\nFLATCAR_VERSION=4081.2.1\n")
     server.add("/amd64-usr/4081.2.1/f.img", img)
     digests = (f"# MD5 HASH\n{hashlib.md5(img).hexdigest()}  f.img\n"
                f"# SHA512 HASH\n{hashlib.sha512(img).hexdigest()}  f.img\n")
     server.add("/amd64-usr/4081.2.1/f.img.DIGESTS", digests.encode())
     base = server.url("/amd64-usr")
-    distro = tiny(tmp_path, f'stream = "flatcar"\nstream_url = "{base}/current/version.txt"\n'
+    distro = xz_tiny(tiny, f'stream = "flatcar"\nstream_url = "{base}/current/version.txt"\n'
                             f'urls = ["{base}/{{version}}/f.img"]\n'
                             f'checksum_url = "{base}/{{version}}/f.img.DIGESTS"\n'
                             'checksum_algorithm = "sha512"')
@@ -378,16 +366,17 @@ def test_flatcar_current_is_resolved_to_a_version_and_remembered(server, cache, 
     assert again.version == "4081.2.1" and again.path == image.path
 
 
-def test_fedora_coreos_stream_metadata_gives_url_digest_and_release(server, cache, tmp_path,
-                                                                    fast_env):
-    xz = lzma.compress(payload(200_000))
+def test_fedora_coreos_stream_metadata_gives_url_digest_and_release(tiny, server, cache, tmp_path,
+                                                                    fast_env, monkeypatch):
+    monkeypatch.setenv("HARNESS_ALLOW_INSECURE_HTTP", "1")  # stream metadata over HTTP
+    xz = lzma.compress(disk_bytes(200_000))
     url = server.add("/prod/fcos-41.qcow2.xz", xz)
     stream = {"stream": "stable", "architectures": {"x86_64": {"artifacts": {"qemu": {
         "release": "41.20241109.3.0", "formats": {"qcow2.xz": {"disk": {
             "location": url, "sha256": hashlib.sha256(xz).hexdigest(),
             "signature": url + ".sig"}}}}}}}}
     stream_url = server.add("/streams/stable.json", json.dumps(stream).encode())
-    distro = tiny(tmp_path, f'stream = "fedora-coreos"\nstream_url = "{stream_url}"')
+    distro = xz_tiny(tiny, f'stream = "fedora-coreos"\nstream_url = "{stream_url}"')
     image = images.resolve(distro)
     assert image.version == "41.20241109.3.0" and image.source == url
 

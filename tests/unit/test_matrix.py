@@ -186,7 +186,7 @@ def test_pytest_distro_list_runs_each_suite_test_once_per_distro():
 def test_pytest_unknown_distro_in_a_list_is_a_usage_error():
     result = _pytest("tests/suites", "--collect-only", "--distro=refos,nope")
     assert result.returncode == 4
-    assert "--distro=refos,nope: unknown distro 'nope'; known:" in result.stderr
+    assert "unknown distro 'nope'; known:" in result.stderr
 
 
 def test_xdist_loadgroup_keeps_each_distro_on_one_worker(tmp_path):

@@ -106,10 +106,10 @@ def test_junit_counts_per_suite_with_failures_and_skip_reasons(sample_run):
     runs = {r.name: r for r in report.load(sample_run)}
     docker = runs["refos-noapparmor"].suites["docker"]
     assert (docker.passed, docker.failed, docker.skipped) == (1, 1, 0)
-    assert "test_container_runs: failed: AssertionError: sample failure" in docker.notes
+    assert ("test_container_runs", "failed: AssertionError: sample failure", "") in docker.notes
     rollback = runs["refos"].suites["rollback"]
     assert rollback.skipped == 1
-    assert rollback.notes == ["test_rollback: skipped: sample: no update payload"]
+    assert rollback.notes == [("test_rollback", "skipped: sample: no update payload", "")]
 
 
 def test_boot_phases_are_durations_between_marks():
@@ -119,13 +119,64 @@ def test_boot_phases_are_durations_between_marks():
     assert report.phases({"kernel": 5.0}) == [("firmware to kernel", 5.0)]
 
 
-def test_timings_fall_back_to_the_shared_machine(sample_run):
+def test_boot_phases_come_from_the_cold_boot_behind_a_restored_shared_machine(sample_run):
     d = sample_run / "refos"
     record = json.loads((d / "facts.json").read_text())
     del record["timings"]
     (d / "facts.json").write_text(json.dumps(record))
-    (d / "refos-shared" / "timings.json").write_text(json.dumps({"kernel": 1.0, "ready": 9.0}))
-    assert report.load_distro(d).timings == {"kernel": 1.0, "ready": 9.0}
+    # What harness.plugin keeps for a restored machine: its own timings are the
+    # restore's; boot.json holds those of the template that booted cold.
+    (d / "refos-shared" / "timings.json").write_text(json.dumps({"restore": 2.0,
+                                                                 "command": 3.0}))
+    (d / "refos-shared" / "boot.json").write_text(json.dumps(
+        {"machine": "refos-t1a2b3c", "timings": {"kernel": 1.0, "ready": 9.0}}))
+    run = report.load_distro(d)
+    assert run.timings == {"kernel": 1.0, "ready": 9.0}
+    assert "9.0 s" in report.markdown([run], "now")
+
+
+def test_a_known_bug_reproduced_is_shown_with_its_link_and_not_as_a_failure(sample_run):
+    junit = sample_run / "refos-noapparmor" / "junit.xml"
+    url = "https://github.com/moby/moby/issues/44900"
+    junit.write_text(JUNIT.format(fail=f'<skipped type="pytest.xfail" '
+                                       f'message="reproduces {url}"/>'))
+    run = report.load_distro(sample_run / "refos-noapparmor")
+    docker = run.suites["docker"]
+    assert (docker.failed, docker.reproduced) == (0, 1)
+    page = report.page([run], "now")
+    assert f'class="reproduces nw">reproduces <a href="{url}">' in page or \
+        f'<a href="{url}">{url}</a>' in page
+    assert 'class="failed' not in page
+    assert f"reproduces [{url}]({url})" in report.markdown([run], "now")
+
+
+@pytest.mark.parametrize("bad", ["{not json", "[1, 2]", '{"facts": [1]}', '{"facts": 3}'])
+def test_one_malformed_facts_file_spoils_only_its_own_distro(sample_run, bad):
+    (sample_run / "refos-noapparmor" / "facts.json").write_text(bad)
+    runs = {r.name: r for r in report.load(sample_run)}
+    assert runs["refos"].fact("kernel").value == "6.1.0-sample-cloud-amd64"
+    assert runs["refos-noapparmor"].fact("kernel").value is None
+    assert "malformed" in runs["refos-noapparmor"].fact("kernel").why
+
+
+def test_a_malformed_matrix_plan_falls_back_to_the_distro_folders(sample_run):
+    (sample_run / "matrix.json").write_text('{"distros": [{"distro": "../../etc"}, 7]')
+    assert {r.name for r in report.load(sample_run)} == {"refos", "refos-noapparmor",
+                                                         "flatcar"}
+
+
+def test_markdown_escapes_html_carriage_returns_and_names(sample_run):
+    hostile = facts.Value("<img src=x onerror=alert(1)>\rinjected | cell")
+    values = {**SAMPLE_FACTS["refos"], "kernel": hostile}
+    run = report.DistroRun("<b>evil</b>", facts=values)
+    md = report.markdown([run], "now")
+    assert "<img" not in md and "<b>" not in md and "\r" not in md
+    assert "&lt;img src=x onerror=alert(1)&gt; injected \\| cell" in md
+
+
+def test_report_on_a_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        report.load(tmp_path / "nope")
 
 
 def test_html_is_self_contained(sample_run):

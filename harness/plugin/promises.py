@@ -1,0 +1,70 @@
+"""What a distro promises, as pytest markers decided at collection, before any boot.
+
+`@pytest.mark.promise("readonly")` on a test means: it checks that promise, so
+on a distro that does not make it the test is skipped, in the catalog's own
+words (`promises.notes`), before a machine fixture boots anything.
+"""
+
+from collections.abc import Callable
+
+import pytest
+
+from harness.catalog import Distro
+
+
+def _readonly(d: Distro) -> str | None:
+    return None if d.promises.readonly else \
+        d.promises.notes.get("readonly", "no read-only path promised")
+
+
+def _writable(d: Distro) -> str | None:
+    if not d.promises.writable:
+        return "no writable path promised"
+    return d.promises.notes.get("writable")  # writable, but not kept across a reboot
+
+
+def _docker_shipped(d: Distro) -> str | None:
+    if d.promises.docker in ("framework", "snap"):
+        return d.promises.notes.get("docker", f"Docker comes as a {d.promises.docker}")
+    return None
+
+
+def _docker_at_boot(d: Distro) -> str | None:
+    if d.promises.docker in ("enabled", "socket"):
+        return None
+    return d.promises.notes.get("docker") or \
+        f"Docker is not a systemd unit started at boot ({d.promises.docker})"
+
+
+def _update(d: Distro) -> str | None:
+    from harness.updates import applicability
+
+    return applicability(d)
+
+
+def _auto_fallback(d: Distro) -> str | None:
+    if d.promises.auto_fallback:
+        return _update(d)
+    notes = d.promises.notes
+    return notes.get("fallback") or notes.get("rollback") or "no automatic fallback promised"
+
+
+# promise name -> why the distro does not make it (None: it does)
+PROMISES: dict[str, Callable[[Distro], str | None]] = {
+    "readonly": _readonly,
+    "writable": _writable,
+    "docker_shipped": _docker_shipped,
+    "docker_at_boot": _docker_at_boot,
+    "update": _update,
+    "auto_fallback": _auto_fallback,
+}
+
+
+def unmet(names: list[str], distro: Distro) -> str | None:
+    """Why `distro` does not make one of the promises `names`, or None."""
+    for name in names:
+        if name not in PROMISES:
+            raise pytest.UsageError(f"unknown promise {name!r}; known: {', '.join(PROMISES)}")
+        if why := PROMISES[name](distro):
+            return f"{distro.name}: {why}"
+    return None

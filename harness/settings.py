@@ -1,0 +1,115 @@
+"""Every HARNESS_* environment variable, read and validated in one place.
+
+A setting is data: its name, its type, its default and what it means. A bad
+value is a `SettingError` naming the variable and what it expects, raised when
+the value is read, and by `check()` when a session or the CLI starts, so a typo
+in a CI file fails at once instead of as a strange timeout an hour later.
+"""
+
+import math
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SettingError(ValueError):
+    """A HARNESS_* variable holds a value the harness cannot use."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Callable[[str], object]
+    default: object
+    help: str
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be a number, zero or more")
+    return value
+
+
+def _flag(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise ValueError("must be 0 or 1")
+    return text == "1"
+
+
+def _path(text: str) -> Path:
+    if not text or "\0" in text:
+        raise ValueError("must be a path")
+    return Path(text)
+
+
+def _word(text: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._,-]*", text):
+        raise ValueError("must be a name such as refos (letters, digits, . _ - and ,)")
+    return text
+
+
+SETTINGS = {s.name: s for s in (
+    Setting("HARNESS_DISTRO", _word, "refos", "the default --distro"),
+    Setting("HARNESS_CACHE", _path, None, "image and save cache (default: XDG cache)"),
+    Setting("HARNESS_RUNTIME", _path, None, "per-run files (default: XDG runtime dir)"),
+    Setting("HARNESS_TIMEOUT_SCALE", _positive_float, 1.0,
+            "multiplies every timeout (a slow CI host)"),
+    Setting("HARNESS_FETCH_ATTEMPTS", _positive_int, 5, "download attempts per URL"),
+    Setting("HARNESS_FETCH_BACKOFF", _non_negative_float, 1.0, "first retry delay, seconds"),
+    Setting("HARNESS_FETCH_MAX_BACKOFF", _non_negative_float, 30.0, "longest retry delay"),
+    Setting("HARNESS_FETCH_CONNECT_TIMEOUT", _positive_float, 10.0, "seconds to connect"),
+    Setting("HARNESS_FETCH_READ_TIMEOUT", _positive_float, 60.0, "seconds between bytes"),
+    Setting("HARNESS_MIRRORS", str, "",
+            "HOST=URL mirrors of catalog hosts, separated by commas or spaces"),
+    Setting("HARNESS_ALLOW_INSECURE_HTTP", _flag, False,
+            "1 accepts a digest read over plain HTTP (logged each time)"),
+    Setting("HARNESS_IMAGE_MAX_MIB", _positive_int, 32768,
+            "the largest image an archive may unpack to, in MiB"),
+    Setting("HARNESS_BENCH_DISTRO", _word, "refos", "the distro `make bench` boots"),
+)}
+# HARNESS_IMAGE_<DISTRO> (or a catalog entry's own `image.env`) names a local image file;
+# the settings above take precedence over that prefix (HARNESS_IMAGE_MAX_MIB).
+IMAGE_PREFIX = "HARNESS_IMAGE_"
+# Variables the harness sets for its own child processes or tests, not for users.
+INTERNAL = ("HARNESS_TEST_HOLD",)
+
+
+def get(name: str):
+    """The value of setting `name`: parsed from the environment, or its default."""
+    setting = SETTINGS[name]
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return setting.default
+    try:
+        return setting.parse(raw)
+    except ValueError as e:
+        raise SettingError(f"{name}={raw!r}: {e} ({setting.help})") from None
+
+
+def check() -> None:
+    """Read every HARNESS_* variable once; refuse unknown names and bad values."""
+    for name in sorted(os.environ):
+        if not name.startswith("HARNESS_"):
+            continue
+        if name in SETTINGS:
+            get(name)
+        elif not name.startswith(IMAGE_PREFIX) and name not in INTERNAL:
+            known = ", ".join([*SETTINGS, IMAGE_PREFIX + "<DISTRO>"])
+            raise SettingError(f"{name} is not a harness setting; known: {known}")

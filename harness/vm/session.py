@@ -1,0 +1,190 @@
+"""The session: the one place a run of the harness is put together.
+
+A Session owns the libvirt connection, the run (its id, folder and cleanup),
+the accelerator, image resolution and the saved machines that fresh ones are
+restored from. The pytest plugin, the command line, the bench and the matrix
+all go through it, so `--offline`, `--image` and HARNESS_IMAGE_<DISTRO> mean
+the same on every path, and an image that cannot be had is said once per
+distro, with the way out, however many tests want it.
+"""
+
+import contextlib
+import json
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+from harness import catalog, images, settings
+from harness.images import LocalImage, fetch
+from harness.log import log
+from harness.paths import REPO
+from harness.vm import accel, runs, snapshot
+from harness.vm.machine import KernelBoot, Machine, Recipe
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a session runs; the CLI's and pytest's options map onto these."""
+
+    libvirt_uri: str = "qemu:///system"
+    accel: str = "auto"  # auto probes KVM and falls back to TCG
+    require_kvm: bool = False
+    offline: bool = False  # use cached images only
+    # Local image files that replace catalog downloads, by distro (--image).
+    images: dict[str, Path] = field(default_factory=dict)
+    artifacts: Path = REPO / "artifacts"
+    saves: bool = True  # restore fresh machines from saved ones (False: cold boots)
+
+
+class SessionError(RuntimeError):
+    """The session cannot start: libvirt unreachable, or a bad setting."""
+
+
+class Images:
+    """Image resolution with the session's options; an unavailable image is
+    remembered, so it is reported once and every later request gets the same
+    one-line answer."""
+
+    def __init__(self, options: Options, record: bool = False):
+        self.options, self.record = options, record
+        self._found: dict[str, LocalImage | images.ImageUnavailable] = {}
+
+    def get(self, distro: catalog.Distro) -> LocalImage:
+        """The image `distro` boots; ImageUnavailable (said once) when it cannot be had."""
+        if distro.name not in self._found:
+            try:
+                self._found[distro.name] = images.resolve(
+                    distro, offline=self.options.offline,
+                    image_path=self.options.images.get(distro.name))
+                if self.record:
+                    self._record(distro, self._found[distro.name])
+            except (images.ImageUnavailable, fetch.FetchError) as e:
+                found = e if isinstance(e, images.ImageUnavailable) else \
+                    images.ImageUnavailable(f"{distro.name}: {e}")
+                log.error("%s", found)
+                self._found[distro.name] = found
+        found = self._found[distro.name]
+        if isinstance(found, images.ImageUnavailable):
+            raise found
+        return found
+
+    def _record(self, distro: catalog.Distro, image: LocalImage) -> None:
+        """The concrete image (version, digest, source) is part of the run's record."""
+        record = self.options.artifacts / distro.name / "image.json"
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(image.record(), indent=2) + "\n")
+
+
+class Session:
+    """One run: open with `with Session(options) as s:`; machines with `s.machine()`."""
+
+    def __init__(self, options: Options | None = None):
+        self.options = options or Options()
+        self.images = Images(self.options, record=True)
+        self.conn: libvirt.virConnect | None = None
+        self.run: runs.Run | None = None
+        self.templates: snapshot.Templates | None = None
+        self.machines: list[Machine] = []  # every machine made, templates included
+        self._accel = ""
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def open(self) -> "Session":
+        """Check settings, connect, sweep what dead runs left, start this run."""
+        settings.check()
+        try:
+            self.conn = libvirt.open(self.options.libvirt_uri)
+        except libvirt.libvirtError as e:
+            raise SessionError(f"cannot connect to libvirt at {self.options.libvirt_uri}: {e}\n"
+                               "start the daemons with `make services` "
+                               "(virtlogd -d; libvirtd -d)") from None
+        try:
+            runs.sweep(self.conn)  # what earlier, killed runs left behind
+            self.run = runs.Run.start(self.conn)
+        except (libvirt.libvirtError, OSError) as e:  # UnsafeRuntimeDir is an OSError
+            self.conn.close()
+            raise SessionError(f"cannot start a run: {e}") from None
+        self.templates = snapshot.Templates(self.conn) if self.options.saves else None
+        log.info("harness: run %s (%s)", self.run.id, self.run.dir)
+        return self
+
+    def close(self) -> None:
+        """Remove every machine and save of this run; safe to call twice. One failure
+        is logged and the rest still go (the final sweep takes what is left)."""
+        steps = [m.destroy for m in self.machines]
+        if self.templates is not None:
+            steps.append(self.templates.close)
+        if self.conn is not None and self.run is not None:
+            steps.append(lambda: runs.sweep(self.conn, finished=frozenset({self.run.id})))
+        for close in steps:
+            try:
+                close()
+            except Exception as e:
+                log.warning("harness: cleanup step failed, going on: %s", e)
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self) -> "Session":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- what machines are made of ---------------------------------------------
+
+    @property
+    def accel(self) -> str:
+        """kvm or tcg, decided once (a real KVM probe, harness.vm.accel)."""
+        if not self._accel:
+            kernel = next((i.kernel for i in self.images._found.values()
+                           if isinstance(i, LocalImage) and i.kernel), None)
+            self._accel = accel.choose(self.options.accel, kernel, self.options.require_kvm)
+        return self._accel
+
+    def recipe(self, distro: catalog.Distro | str, seed_format: str = "",
+               extra_config: dict | str | None = None,
+               kernel_boot: KernelBoot | None = None) -> Recipe:
+        """What a machine of `distro` boots from, with the session's image for it."""
+        if isinstance(distro, str):
+            distro = catalog.get(distro)
+        return Recipe(distro, self.images.get(distro), seed_format, extra_config, kernel_boot)
+
+    def machine(self, name: str, recipe: Recipe, cold: bool = False) -> Machine:
+        """A ready machine: restored from the recipe's save (the first one of a recipe
+        boots cold and is saved), or booted from scratch with `cold` or without saves."""
+        m = self.new_machine(name, recipe)
+        if cold or self.templates is None or recipe.kernel_boot is not None:
+            return m.start()
+        return self.templates.restore(recipe.key(), lambda: self._template(recipe), m)
+
+    def new_machine(self, name: str, recipe: Recipe) -> Machine:
+        """A machine not yet booted (for tests that drive start() themselves)."""
+        m = Machine(name, recipe, self)
+        self.machines.append(m)
+        return m
+
+    def _template(self, recipe: Recipe) -> Machine:
+        name = f"{recipe.distro.name}-t{recipe.key()[:6]}".replace("_", "-")
+        return self.new_machine(name, recipe).start()
+
+
+def options_for_images(distro: str, image: str | Path | None) -> dict[str, Path]:
+    """`--image PATH` replaces the image of the one distro it was given with."""
+    return {distro: Path(image)} if image else {}
+
+
+@contextlib.contextmanager
+def unwind_on_sigterm():
+    """SIGTERM (and SIGINT when started in the background with it ignored) raise
+    KeyboardInterrupt, so every `finally` and `with Session` removes its machines."""
+    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in old:
+        signal.signal(sig, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

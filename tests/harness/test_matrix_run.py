@@ -1,0 +1,60 @@
+"""The path the nightly takes, for real: `harness matrix` over refos and
+refos-noapparmor, each distro in a pytest process of its own (the order in which
+pytest loads plugins differs there from `make run`, which once broke testinfra's
+`host`). refos must pass; refos-noapparmor's AppArmor failures must show as the
+bug it reproduces, not as red."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import pytest
+
+from harness import catalog
+from harness.paths import REPO
+
+pytestmark = pytest.mark.vm
+SUITES = ("test_testinfra_host.py", "test_facts.py", "test_docker.py")
+
+
+@pytest.fixture(scope="module")
+def matrix_run() -> tuple[subprocess.CompletedProcess, Path]:
+    """The run, kept in artifacts/matrix-test/ (report.html included) for people to read."""
+    artifacts = REPO / "artifacts" / "matrix-test"
+    shutil.rmtree(artifacts, ignore_errors=True)  # this test's own folder, from its last run
+    cmd = [sys.executable, "-m", "harness", "matrix", "--distro", "refos,refos-noapparmor",
+           "--offline", "--artifacts", str(artifacts), "--margin-mib", "512"]
+    cmd += [a for s in SUITES for a in ("--suite", str(REPO / "tests/suites" / s))]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800), artifacts
+
+
+def _cases(junit: Path) -> dict[str, ET.Element]:
+    return {c.get("name"): c for c in ET.parse(junit).getroot().iter("testcase")}
+
+
+def test_matrix_passes_refos_with_the_testinfra_tests(matrix_run):
+    result, artifacts = matrix_run
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    status = json.loads((artifacts / "refos" / "status.json").read_text())
+    assert status["exit_code"] == 0 and status["failed_tests"] == []
+    cases = _cases(artifacts / "refos" / "junit.xml")
+    for name in ("test_docker_unit_is_enabled_and_running", "test_root_mount_is_as_promised"):
+        assert len(cases[name]) == 0, ET.tostring(cases[name], encoding="unicode")[:2000]
+    report = (artifacts / "report.md").read_text()
+    assert "testinfra_host" in report and "FAILED" not in result.stdout
+
+
+def test_matrix_shows_refos_noapparmor_reproducing_its_bug_not_failing(matrix_run):
+    result, artifacts = matrix_run
+    bug = catalog.get("refos-noapparmor").reproduces[0]
+    status = json.loads((artifacts / "refos-noapparmor" / "status.json").read_text())
+    assert status["exit_code"] == 0 and status["failed_tests"] == []
+    assert any(bug.url in line for line in status["reproduced"]), status
+    skipped = _cases(artifacts / "refos-noapparmor" / "junit.xml")[
+        "test_container_runs_from_image_loaded_offline"].find("skipped")
+    assert skipped is not None and skipped.get("message") == f"reproduces {bug.url}"
+    assert f"reproduces [{bug.url}]" in (artifacts / "report.md").read_text()
+    assert "expected" in result.stdout and bug.url in result.stdout

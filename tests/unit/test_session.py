@@ -1,0 +1,145 @@
+"""One place assembles a run: the pytest plugin, the CLI, the bench and the matrix
+all take their images, options and settings from harness.vm.session, so --offline,
+--image and HARNESS_* mean the same on every path. Nothing here boots a VM."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness import catalog, images, settings
+from harness.paths import REPO
+from harness.vm.session import Images, Options
+
+
+def _pytest(tmp_path: Path, body: str, *args: str, env: dict | None = None
+            ) -> subprocess.CompletedProcess:
+    test = tmp_path / "test_probe.py"
+    test.write_text(textwrap.dedent(body))
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA",
+                           "--rootdir", str(tmp_path), str(test), *args],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_offline_reaches_a_second_distro_and_its_absence_is_said_once(tmp_path, cache):
+    """A test booting another distro than the session's (as bug cases do) gets the
+    session's --offline: no download is tried, and the one message names the way out."""
+    result = _pytest(tmp_path, """
+        import pytest
+        from harness import catalog
+
+        @pytest.mark.parametrize("n", [1, 2])
+        def test_other(machine_factory, n):
+            machine_factory("other", distro=catalog.get("flatcar"))
+    """, "--distro=refos", "--offline", env=_env(cache))
+    assert result.returncode == 0, result.stdout[-3000:]
+    out = result.stdout + result.stderr
+    # One reason for both tests (pytest folds identical skips into one line).
+    skips = [line for line in out.splitlines() if line.startswith("SKIPPED")]
+    assert len(skips) == 1 and skips[0].startswith("SKIPPED [2]"), skips
+    assert "flatcar" in skips[0] and "not cached" in skips[0]
+    assert "HARNESS_IMAGE_FLATCAR" in skips[0]
+    assert "Traceback" not in out
+
+
+def test_a_local_image_variable_serves_a_second_distro(tmp_path, cache, monkeypatch):
+    disk = tmp_path / "flatcar.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+    monkeypatch.setenv("HARNESS_IMAGE_FLATCAR", str(disk))
+    image = Images(Options(offline=True)).get(catalog.get("flatcar"))
+    assert image.source == str(disk.resolve())
+
+
+def test_an_image_option_belongs_to_one_distro_only(tmp_path):
+    result = _pytest(tmp_path, "def test_x(): pass\n", "--distro=refos,flatcar",
+                     f"--image={tmp_path}/x.qcow2")
+    assert result.returncode == 4
+    assert "give it with one --distro" in result.stderr
+
+
+def test_an_unavailable_image_is_remembered_not_fetched_again(cache):
+    found = Images(Options(offline=True))
+    with pytest.raises(images.ImageUnavailable) as first:
+        found.get(catalog.get("rancheros"))
+    with pytest.raises(images.ImageUnavailable) as second:
+        found.get(catalog.get("rancheros"))
+    assert first.value is second.value
+
+
+def _env(cache: Path, **extra: str) -> dict:
+    import os
+
+    return {**os.environ, "HARNESS_CACHE": str(cache), **extra}
+
+
+# -- settings ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("name", "value", "says"), [
+    ("HARNESS_TIMEOUT_SCALE", "abc", "HARNESS_TIMEOUT_SCALE='abc'"),
+    ("HARNESS_TIMEOUT_SCALE", "-2", "positive"),
+    ("HARNESS_TIMEOUT_SCALE", "nan", "positive"),
+    ("HARNESS_FETCH_ATTEMPTS", "2.5", "HARNESS_FETCH_ATTEMPTS"),
+    ("HARNESS_DISTRO", "../x", "HARNESS_DISTRO"),
+    ("HARNESS_TIMOUT_SCALE", "2", "not a harness setting"),
+])
+def test_a_bad_setting_is_an_error_naming_the_variable(monkeypatch, name, value, says):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(settings.SettingError, match=says.replace("(", r"\(")):
+        settings.check()
+
+
+def test_a_good_setting_is_read_as_its_type(monkeypatch):
+    monkeypatch.setenv("HARNESS_TIMEOUT_SCALE", "2.5")
+    monkeypatch.setenv("HARNESS_FETCH_ATTEMPTS", "3")
+    settings.check()
+    assert settings.get("HARNESS_TIMEOUT_SCALE") == 2.5
+    assert settings.get("HARNESS_FETCH_ATTEMPTS") == 3
+
+
+def test_a_bad_setting_stops_pytest_and_the_cli_as_a_usage_error(tmp_path):
+    import os
+
+    env = {**os.environ, "HARNESS_TIMEOUT_SCALE": "abc"}
+    result = _pytest(tmp_path, "def test_x(): pass\n", env=env)
+    assert result.returncode == 4 and "HARNESS_TIMEOUT_SCALE='abc'" in result.stderr
+    cli = subprocess.run([sys.executable, "-m", "harness", "clean"], env=env,
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and "HARNESS_TIMEOUT_SCALE='abc'" in cli.stderr
+
+
+# -- promises and the shared machine, decided before any boot -------------------------------
+
+def test_a_promise_the_distro_does_not_make_skips_in_its_words_before_any_boot(cache):
+    """RancherOS runs from RAM: its read-only tests skip with the catalog's note, not
+    with "image not cached", which a fixture would have said had it run."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "--offline",
+         "--distro=rancheros", str(REPO / "tests/suites/test_readonly.py")],
+        cwd=REPO, capture_output=True, text=True, env=_env(cache), timeout=300)
+    note = catalog.get("rancheros").promises.notes["readonly"]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert sum(note in line for line in lines) == 2, result.stdout[-3000:]
+    assert "not cached" not in result.stdout
+
+
+def test_a_destructive_test_cannot_take_the_shared_machine(tmp_path, cache):
+    result = _pytest(tmp_path, """
+        import pytest
+
+        @pytest.mark.destructive
+        def test_changes_things(machine):
+            pass
+    """, "--offline", "--distro=rancheros", env=_env(cache))
+    assert result.returncode == 1
+    assert "is destructive: it must boot its own machine" in result.stdout
+
+
+def test_an_image_option_naming_no_file_is_a_usage_error(tmp_path, cache):
+    result = _pytest(tmp_path, """
+        def test_boots(machine):
+            pass
+    """, "--distro=flatcar", f"--image={tmp_path}/nonexistent.qcow2", env=_env(cache))
+    assert result.returncode == 4, result.stdout[-2000:]
+    assert "nonexistent.qcow2" in result.stdout + result.stderr
