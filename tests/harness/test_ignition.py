@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from harness import catalog, images
+from harness import catalog
 from harness.report import facts
 from harness.vm import storage
 from harness.vm.machine import BootFailure, Machine
@@ -119,11 +119,10 @@ def _validates(config: bytes, tmp_path) -> None:
     subprocess.run(["ignition-validate", str(path)], check=True)
 
 
-def test_unappliable_config_fails_the_boot_with_ignitions_error(
-        harness_run, libvirt_conn, ignition_distro, accelerator, tmp_path):
-    image = images.resolve(ignition_distro)
-    m = Machine("ignition-fails", ignition_distro, harness_run, libvirt_conn, image.path,
-                image.key, accelerator, extra_config=UNAPPLIABLE)
+def test_unappliable_config_fails_the_boot_with_ignitions_error(harness_session,
+                                                                 ignition_distro, tmp_path):
+    m = harness_session.new_machine(
+        "ignition-fails", harness_session.recipe(ignition_distro, extra_config=UNAPPLIABLE))
     seen: list[float] = []
 
     def watch_console() -> None:  # when Ignition's verdict reached the console
@@ -148,9 +147,10 @@ def test_unappliable_config_fails_the_boot_with_ignitions_error(
     assert seen and raised - seen[0] < 60, f"reported {raised - seen[0]:.0f}s after"
     # Nothing left: no domain, no volume, no port.
     assert m.res.domain is None and not m.res.volumes and m.res.port is None
-    names = storage.pool(libvirt_conn).listVolumes()
+    conn = harness_session.conn
+    names = storage.pool(conn).listVolumes()
     assert not [n for n in names if n.startswith(m.volume(""))], names
-    assert m.run_.domain_name(m.id) not in [d.name() for d in libvirt_conn.listAllDomains()]
+    assert harness_session.run.domain_name(m.id) not in [d.name() for d in conn.listAllDomains()]
 
 
 def test_the_config_given_is_the_one_ignition_read(configured):
