@@ -40,7 +40,7 @@ class Image:
     """Where the disk comes from: built by the project (`build`) or downloaded (`urls`)."""
 
     format: str
-    build: str = ""  # a refos build artifact: "disk" or "noapparmor_disk"
+    build: str = ""  # a refos build artifact (harness.images.build.Artifacts.DISKS)
     urls: tuple[str, ...] = ()
     compression: str = "none"
     digest: str = ""  # "sha256:<hex>" when pinned

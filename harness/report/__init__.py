@@ -30,6 +30,7 @@ COLUMNS = (
     ("mount /", "root filesystem"),
     ("mount /usr", "/usr"),
     ("bundled_tools", "bundled tools"),
+    ("first_boot", "first boot configured by"),
 )
 # Boot phases, from the machine's readiness table: (label, timings key it ends at);
 # each starts where the previous ended.

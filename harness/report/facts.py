@@ -15,6 +15,12 @@ from pathlib import Path
 PACKAGE_MANAGERS = ("rpm-ostree", "tdnf", "snap", "snappy", "ros", "apt-get", "rpm")
 BUNDLED_TOOLS = ("etcdctl", "fleetctl", "atomic")
 MOUNTS = ("/", "/usr")
+# What configured the first boot, by the marks each agent leaves: Ignition its result
+# file (coreos/ignition v2.14.0 internal/distro/distro.go, resultFilePath), cloud-init
+# the datasource it used.
+FIRST_BOOT = ("if [ -e /etc/.ignition-result.json ]; then echo Ignition; "
+              "elif [ -r /var/lib/cloud/instance/datasource ]; then "
+              "echo \"cloud-init ($(cut -d: -f1 /var/lib/cloud/instance/datasource))\"; fi")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ def gather(machine) -> dict[str, Value]:
         "init": r.read("ps -p 1 -o comm="),
         "package_manager": r.found(PACKAGE_MANAGERS),
         "bundled_tools": r.found(BUNDLED_TOOLS),
+        "first_boot": r.read(FIRST_BOOT),
     }
     for path in MOUNTS:
         # --target finds the filesystem holding the path even when it is not a mount point.

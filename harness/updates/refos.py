@@ -44,7 +44,8 @@ class Refos:
         returns what should boot next."""
         before = self.status(machine)
         built = build.artifacts()
-        device = machine.attach_disk(built.payload(kind), f"payload-{kind}")
+        payload = built.payload(kind, machine.distro.image.build)
+        device = machine.attach_disk(payload, f"payload-{kind}")
         machine.succeed(f"refos-update {device}", timeout=timeouts.get("ready"))
         other = {"a": "b", "b": "a"}[before.slot]
         return SlotStatus(other, built.manifest()["versions"][kind])

@@ -19,10 +19,16 @@ class Pattern:
 
 
 PATTERNS = (
+    # Ignition's own verdict (coreos/ignition v2.14.0 internal/main.go logs "Ignition
+    # failed: ..." at CRITICAL; refos-ignition's initramfs forwards its journal to the
+    # console). Before emergency-shell, so a failed boot quotes Ignition's error.
+    Pattern("ignition-failed", re.compile(r"ignition\[\d+\]: .*Ignition failed: .*"), fatal=True),
     Pattern("kernel-panic", re.compile(r"Kernel panic - not syncing.*"), fatal=True),
+    # The last is dracut's (modules.d/98dracut-systemd/dracut-emergency.sh, dracut 059).
     Pattern("emergency-shell", re.compile(
         r"You are in emergency mode.*|Dropping to a shell!.*"
-        r"|Give root password for maintenance.*|\(initramfs\) "), fatal=True),
+        r"|Give root password for maintenance.*|\(initramfs\) "
+        r"|Entering emergency mode\. Exit the shell to continue\."), fatal=True),
     Pattern("oops", re.compile(r"(?:BUG: |Oops: |general protection fault).*"), fatal=False),
     Pattern("kernel-warning", re.compile(r"WARNING: CPU: \d+ PID: \d+ at .*"), fatal=False),
     Pattern("segfault", re.compile(r"\S+\[\d+\]: segfault at .*"), fatal=False),

@@ -25,6 +25,9 @@ def _refos_only(distro) -> None:
     if distro.family != "refos":
         pytest.skip(f"{distro.name}: only refos is booted with a chosen seed format "
                     f"(its own is {distro.boot.seed}, checked by tests/unit/test_seed.py)")
+    if distro.boot.seed != "nocloud":
+        pytest.skip(f"{distro.name}: has no cloud-init, it reads {distro.boot.seed} only "
+                    "(tests/harness/test_ignition.py boots it with its own seed)")
 
 
 @pytest.mark.destructive

@@ -81,3 +81,18 @@ def test_iso_image_boots_as_an_ide_cdrom_first(tmp_path):
     assert cdrom.get("device") == "cdrom" and cdrom.find("target").get("bus") == "ide"
     assert cdrom.find("readonly") is not None
     assert root.find("os/boot").get("dev") == "cdrom"
+
+
+@needs_validator
+def test_fw_cfg_goes_through_sysinfo_so_libvirt_lends_the_file_to_qemu(tmp_path):
+    """Not a -fw_cfg argument: libvirt chowns a <sysinfo type='fwcfg'> file to the QEMU
+    user while the domain runs, so an Ignition config (with a private host key) can
+    stay 0600; tests/harness/test_ignition.py boots it."""
+    config = Path("/run/harness-not-made/config.ign")
+    xml = domain.domain_xml(_spec(fw_cfg=(("opt/com.coreos/config", config),)))
+    _validate(tmp_path, xml)
+    root = ET.fromstring(xml)
+    (entry,) = root.findall("sysinfo[@type='fwcfg']/entry")
+    assert (entry.get("name"), entry.get("file")) == ("opt/com.coreos/config", str(config))
+    args = [a.get("value") for a in root.iter(f"{{{domain.QEMU_NS}}}arg")]
+    assert "-fw_cfg" not in args

@@ -168,6 +168,7 @@ def _check_ignition(media: seed.Media, options: dict) -> None:
         pytest.skip("ignition-validate (Debian package ignition) is not installed: `make deps`")
     ((name, path),) = media.fw_cfg
     assert name == options.get("fw_cfg", "opt/com.coreos/config")
+    assert path.stat().st_mode & 0o777 == 0o600  # it holds the guest's private host key
     assert "warning" not in ignition_validate(path)
     config = json.loads(path.read_text())
     assert config["ignition"]["version"] == options.get("ignition_spec", "3.3.0")
