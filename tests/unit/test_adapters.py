@@ -377,3 +377,22 @@ def test_a_catalog_note_on_updates_takes_precedence_in_the_distros_terms():
 @pytest.mark.parametrize("name", ["flatcar", "coreos-647"])
 def test_usr_ab_distros_stage_offline(name):
     assert not isinstance(updater(catalog.get(name)), NetworkUpdater)
+
+
+# refos-status's ENTRY lines (images/refos/overlay/usr/sbin/refos-status): after the
+# broken slot B used up its two tries, systemd-boot has renamed its entry to +0-2.
+REFOS_AFTER_FALLBACK = """SLOT=a
+VERSION=1
+BUILD_ID=refos-sample
+ENTRY=refos-a.conf generation=1 version=1
+ENTRY=refos-b+0-2.conf generation=2 version=3
+"""
+REFOS_STAGED_NOT_TRIED = REFOS_AFTER_FALLBACK.replace("refos-b+0-2.conf", "refos-b+2.conf")
+
+
+def test_refos_tells_a_slot_the_boot_loader_tried_and_gave_up_on():
+    from harness.updates import refos
+
+    assert refos.abandoned_slots(REFOS_AFTER_FALLBACK) == {"b"}
+    assert refos.abandoned_slots(REFOS_STAGED_NOT_TRIED) == set()  # never booted: not tried
+    assert refos.abandoned_slots(REFOS_AFTER_FALLBACK.replace("+0-2", "+1-1")) == set()
