@@ -32,8 +32,10 @@ How each format maps it (a key a format cannot express is a SeedError):
  (2) cloud-init dialect as nocloud; coreos-cloudinit dialect (catalog seed option
      `dialect = "coreos-cloudinit"`) puts units in `coreos.units` and, having no
      runcmd, runs the commands from a oneshot unit that marks itself done.
- (3) /etc/ssh/ssh_host_ed25519_key written as a file (unverified by boot: that the
-     distro's key generation leaves an existing key alone).
+ (3) /etc/ssh/ssh_host_ed25519_key written as a file. Booted with Ignition on
+     refos-ignition (tests/harness/test_ignition.py): the pinned key is the one sshd
+     offers. Unverified on Fedora CoreOS and Flatcar themselves: that their key
+     generation leaves an existing key alone.
  (4) a oneshot unit, as in (2).
  (5) catalog seed option `route = "cmdline"` adds `rancher.*` kernel arguments
      (scalar `rancher:` keys only; at most 2048 bytes). The driver can pass them only
