@@ -418,17 +418,22 @@ ol.notes li, ul.details li { margin: 2px 0; }
 """
 
 
-def _html_cell(cell: Cell) -> str:
-    classes = [cell.state] if cell.state else []
-    if " " not in cell.text:  # a version or a size reads badly when wrapped at hyphens
-        classes.append("nw")
-    attr = f' class="{" ".join(classes)}"' if classes else ""
+def _html_body(cell: Cell) -> str:
+    """A cell's content: escaped text, its link and its note reference."""
     text = html.escape(cell.text)
     if cell.link:
         text += f' <a href="{html.escape(cell.link)}">{html.escape(cell.link)}</a>'
     if cell.note:
         text += f' <sup><a href="#note-{cell.note}">{cell.note}</a></sup>'
-    return f"<td{attr}>{text}</td>"
+    return text
+
+
+def _html_cell(cell: Cell) -> str:
+    classes = [cell.state] if cell.state else []
+    if " " not in cell.text:  # a version or a size reads badly when wrapped at hyphens
+        classes.append("nw")
+    attr = f' class="{" ".join(classes)}"' if classes else ""
+    return f"<td{attr}>{_html_body(cell)}</td>"
 
 
 def _html_table(table: Table) -> str:
@@ -455,8 +460,8 @@ def render_page(report: Report) -> str:
             "measured in that run.</p>"]
     body += [_html_table(t) for t in report.tables]
     for name, cells in report.details:
-        items = "".join(f'<li class="{c.state}">{_html_cell(c)[4:-5]}</li>' if c.state else
-                        f"<li>{_html_cell(c)[4:-5]}</li>" for c in cells)
+        items = "".join(f'<li class="{c.state}">{_html_body(c)}</li>' if c.state else
+                        f"<li>{_html_body(c)}</li>" for c in cells)
         body.append(f"<p><b>{html.escape(name)}</b>: failures, reproductions and skips</p>"
                     f'<ul class="details">{items}</ul>')
     body.append(svg_chart(report.runs))

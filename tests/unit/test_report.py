@@ -147,6 +147,8 @@ def test_a_known_bug_reproduced_is_shown_with_its_link_and_not_as_a_failure(samp
     assert f'class="reproduces nw">reproduces <a href="{url}">' in page or \
         f'<a href="{url}">{url}</a>' in page
     assert 'class="failed' not in page
+    assert f'<li class="reproduces">docker: test_container_runs: reproduces <a href="{url}">' \
+        in page  # the list item's text is the text, no markup leaking into it
     assert f"reproduces [{url}]({url})" in report.markdown([run], "now")
 
 
