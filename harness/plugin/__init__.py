@@ -37,6 +37,7 @@ MARKERS = {
 
 
 _DISTROS = pytest.StashKey[list[str]]()
+_CATALOG = pytest.StashKey[dict[str, catalog.Distro]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -74,7 +75,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {text}" if text else name)
     try:
         settings.check()
-        names = matrix.select(config.getoption("--distro") or settings.get("HARNESS_DISTRO"))
+        config.stash[_CATALOG] = catalog.load()  # read once: hooks below run per test
+        names = matrix.select(config.getoption("--distro") or settings.get("HARNESS_DISTRO"),
+                              config.stash[_CATALOG])
         config.stash[_DISTROS] = names
     except (settings.SettingError, catalog.CatalogError) as e:
         raise pytest.UsageError(str(e)) from None
@@ -102,7 +105,7 @@ def _item_distro(item: pytest.Item) -> str:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Decide before any boot: promises a distro does not make skip their tests in the
     catalog's words; a bug reproduction is an expected failure where the bug is."""
-    known = catalog.load()
+    known = config.stash[_CATALOG]
     for item in items:
         distro = known[_item_distro(item)]
         names = [n for mark in item.iter_markers("promise") for n in mark.args]
@@ -138,7 +141,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def _judge_known_bug(item: pytest.Item, report: pytest.TestReport) -> None:
-    known = catalog.get(_item_distro(item)).reproduces
+    known = item.config.stash[_CATALOG][_item_distro(item)].reproduces
     if not known or hasattr(report, "wasxfail"):
         return
     verdict = bugs.judge(known, item.nodeid, report.outcome, report.longreprtext)
@@ -245,7 +248,8 @@ def harness_session(pytestconfig: pytest.Config) -> Iterator[Session]:
 
 @pytest.fixture(scope="session")
 def distro(request: pytest.FixtureRequest) -> catalog.Distro:
-    return catalog.get(getattr(request, "param", None) or _selected(request.config)[0])
+    return request.config.stash[_CATALOG][getattr(request, "param", None) or
+                                          _selected(request.config)[0]]
 
 
 @pytest.fixture(scope="session")

@@ -39,7 +39,4 @@ PHASES = (
     Phase("ready", "boot finished", "to boot finished", lambda m: m.boot_finished(), "ready",
           "the catalog's boot.ready commands did not succeed: see the failed units"),
 )
-# A machine restored from a save (harness.vm.snapshot) records these instead.
-RESTORE_PHASES = ("restore", "command")
-NAMES = tuple(p.name for p in PHASES)
 
