@@ -7,6 +7,7 @@ import pytest
 from harness import seed
 from harness.plugin import evidence
 from harness.seed import keys
+from harness.vm import console
 
 
 @pytest.mark.parametrize("seed_format", ["nocloud", "config-2", "ignition"])
@@ -31,3 +32,11 @@ def test_console_badness_is_named_and_allowed_checks_are_skipped():
     found = evidence.console_problems(text, allowed=set())
     assert [p.split(":")[0] for p in found] == ["segfault", "oom-kill"]
     assert evidence.console_problems(text, allowed={"segfault", "oom-kill"}) == []
+
+
+def test_a_kernel_warning_on_the_console_is_named_and_not_fatal():
+    line = "[ 12.3] WARNING: CPU: 0 PID: 1 at mm/page_alloc.c:4421 __alloc_pages+0x2f0/0x320"
+    assert evidence.console_problems(f"boot\n{line}\n", allowed=set()) == [
+        "kernel-warning: " + line.split("] ", 1)[1]]
+    assert evidence.console_problems(line, allowed={"kernel-warning"}) == []
+    assert console.scan(line, fatal_only=True) == []
