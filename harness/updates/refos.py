@@ -10,8 +10,8 @@ from harness.vm import timeouts
 def abandoned_slots(text: str) -> set[str]:
     """Slots whose boot entry systemd-boot has tried and given up on: in
     `refos-status`'s ENTRY lines, a file name `refos-<slot>+0-<done>.conf` (no tries
-    left, <done> used; systemd's boot counting, as in `bootctl` and
-    systemd-bless-boot)."""
+    left, <done> used: the file naming of systemd's boot counting,
+    https://systemd.io/AUTOMATIC_BOOT_ASSESSMENT/)."""
     found = set()
     for line in text.splitlines():
         m = re.match(r"ENTRY=refos-([ab])\+0-(\d+)\.conf\b", line)

@@ -30,6 +30,8 @@ PATTERNS = (
         r"|Give root password for maintenance.*|\(initramfs\) "
         r"|Entering emergency mode\. Exit the shell to continue\."), fatal=True),
     Pattern("oops", re.compile(r"(?:BUG: |Oops: |general protection fault).*"), fatal=False),
+    # The kernel's __warn() prints "WARNING: CPU: %d PID: %d at %pS" (torvalds/linux
+    # kernel/panic.c @ v6.1); kola's console checks flag the same line.
     Pattern("kernel-warning", re.compile(r"WARNING: CPU: \d+ PID: \d+ at .*"), fatal=False),
     Pattern("segfault", re.compile(r"\S+\[\d+\]: segfault at .*"), fatal=False),
     Pattern("oom-kill", re.compile(r"Out of memory: Killed process.*"), fatal=False),

@@ -161,7 +161,8 @@ class Machine:
 
     def _spec(self, port: int) -> domain.DomainSpec:
         cdrom = self.recipe.image.media == "cdrom"
-        # An ISO boots as a CD-ROM on the IDE bus that SeaBIOS and ISOLINUX expect.
+        # An ISO boots as a CD-ROM, on the IDE bus of QEMU's `pc` machine, which SeaBIOS
+        # boots from. Unverified by a boot here: no ISO distro's image is cached.
         disks = [domain.Disk(storage.POOL, self.volume("disk.qcow2"), "hdc", device="cdrom",
                              readonly=True) if cdrom else
                  domain.Disk(storage.POOL, self.volume("disk.qcow2"), "vda")]
