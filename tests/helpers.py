@@ -1,8 +1,13 @@
-"""Test data the fetcher's tests share (imported as tests.helpers)."""
+"""What several test files share (imported as tests.helpers): test data for the
+fetcher, a signing key, and pytest run in a process of its own."""
 
 import hashlib
+import os
 import subprocess
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def bootable(size: int = 64 * 1024, seed: int = 1) -> bytes:
@@ -38,3 +43,11 @@ class Signer:
     def detached(self, data: bytes) -> bytes:
         """As CoreOS's .sig: a binary detached signature of the file itself."""
         return self.gpg("--detach-sign", data=data)
+
+
+def run_pytest(*args: str, cwd: Path = REPO, env: dict | None = None
+               ) -> subprocess.CompletedProcess:
+    """pytest with the harness plugin in a process of its own, as a user starts it."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})}, check=False)

@@ -1,8 +1,6 @@
 """A distro built to reproduce a bug: its failures with the symptom are "reproduces
 <url>", not red; any other failure, or a pass, is red (kola's denylist, as data)."""
 
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -11,6 +9,7 @@ import pytest
 
 from harness import catalog
 from harness.plugin import bugs
+from tests.helpers import run_pytest
 
 BUG = catalog.get("refos-noapparmor").reproduces[0]
 TEST = "tests/suites/test_docker.py::test_container_runs_from_image_loaded_offline"
@@ -49,10 +48,8 @@ def _run(tmp_path: Path, body: str) -> tuple[int, ET.Element]:
             {body}
     """))
     junit = tmp_path / "junit.xml"
-    code = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
-                           "--distro=refos-noapparmor", f"--junitxml={junit}",
-                           "--rootdir", str(tmp_path), str(suite)],
-                          cwd=tmp_path, capture_output=True, text=True).returncode
+    code = run_pytest("--distro=refos-noapparmor", f"--junitxml={junit}",
+                      "--rootdir", str(tmp_path), str(suite), cwd=tmp_path).returncode
     return code, ET.parse(junit).getroot().find(".//testcase")
 
 

@@ -2,15 +2,13 @@
 functions over plain numbers, and its runs with a stand-in suite that boots nothing."""
 
 import json
-import os
-import subprocess
-import sys
 import threading
 
 import pytest
 
 from harness import catalog, cli, images, matrix, report
 from harness.paths import REPO
+from tests.helpers import run_pytest
 
 # -- selection ----------------------------------------------------------------------------
 
@@ -169,14 +167,8 @@ def test_distro_too_big_for_any_host_is_not_run(tmp_path, monkeypatch):
 # -- pytest --distro=a,b ------------------------------------------------------------------
 
 
-def _pytest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})}, check=False)
-
-
 def test_pytest_distro_list_runs_each_suite_test_once_per_distro():
-    out = _pytest("tests/suites", "--collect-only", "-q",
+    out = run_pytest("tests/suites", "--collect-only", "-q",
                   "--distro=refos,refos-noapparmor").stdout.splitlines()
     ids = [line for line in out if "::" in line]
     assert len([i for i in ids if i.endswith("[refos]")]) == \
@@ -184,7 +176,7 @@ def test_pytest_distro_list_runs_each_suite_test_once_per_distro():
 
 
 def test_pytest_unknown_distro_in_a_list_is_a_usage_error():
-    result = _pytest("tests/suites", "--collect-only", "--distro=refos,nope")
+    result = run_pytest("tests/suites", "--collect-only", "--distro=refos,nope")
     assert result.returncode == 4
     assert "unknown distro 'nope'; known:" in result.stderr
 
@@ -192,7 +184,7 @@ def test_pytest_unknown_distro_in_a_list_is_a_usage_error():
 def test_xdist_loadgroup_keeps_each_distro_on_one_worker(tmp_path):
     """Real xdist scheduling; the probe plugin records each test's worker and runs none."""
     probe = tmp_path / "workers.txt"
-    result = _pytest("tests/suites", "-n", "2", "--dist", "loadgroup", "-p", "xdist_probe",
+    result = run_pytest("tests/suites", "-n", "2", "--dist", "loadgroup", "-p", "xdist_probe",
                      "--distro=refos,refos-noapparmor",
                      env={"PYTHONPATH": str(REPO / "tests" / "unit"),
                           "XDIST_PROBE_OUT": str(probe)})

@@ -2,6 +2,7 @@
 all take their images, options and settings from harness.vm.session, so --offline,
 --image and HARNESS_* mean the same on every path. Nothing here boots a VM."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,15 +13,15 @@ import pytest
 from harness import catalog, images, settings
 from harness.paths import REPO
 from harness.vm.session import Images, Options
+from tests.helpers import run_pytest
 
 
 def _pytest(tmp_path: Path, body: str, *args: str, env: dict | None = None
             ) -> subprocess.CompletedProcess:
     test = tmp_path / "test_probe.py"
     test.write_text(textwrap.dedent(body))
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA",
-                           "--rootdir", str(tmp_path), str(test), *args],
-                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    return run_pytest("-rA", "--rootdir", str(tmp_path), str(test), *args, cwd=tmp_path,
+                      env=env)
 
 
 def test_offline_reaches_a_second_distro_and_its_absence_is_said_once(tmp_path, cache):
@@ -68,10 +69,8 @@ def test_an_unavailable_image_is_remembered_not_fetched_again(cache):
     assert first.value is second.value
 
 
-def _env(cache: Path, **extra: str) -> dict:
-    import os
-
-    return {**os.environ, "HARNESS_CACHE": str(cache), **extra}
+def _env(cache: Path) -> dict:
+    return {"HARNESS_CACHE": str(cache)}
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -99,12 +98,10 @@ def test_a_good_setting_is_read_as_its_type(monkeypatch):
 
 
 def test_a_bad_setting_stops_pytest_and_the_cli_as_a_usage_error(tmp_path):
-    import os
-
-    env = {**os.environ, "HARNESS_TIMEOUT_SCALE": "abc"}
+    env = {"HARNESS_TIMEOUT_SCALE": "abc"}
     result = _pytest(tmp_path, "def test_x(): pass\n", env=env)
     assert result.returncode == 4 and "HARNESS_TIMEOUT_SCALE='abc'" in result.stderr
-    cli = subprocess.run([sys.executable, "-m", "harness", "clean"], env=env,
+    cli = subprocess.run([sys.executable, "-m", "harness", "clean"], env={**os.environ, **env},
                          capture_output=True, text=True)
     assert cli.returncode == 2 and "HARNESS_TIMEOUT_SCALE='abc'" in cli.stderr
 
@@ -114,10 +111,8 @@ def test_a_bad_setting_stops_pytest_and_the_cli_as_a_usage_error(tmp_path):
 def test_a_promise_the_distro_does_not_make_skips_in_its_words_before_any_boot(cache):
     """RancherOS runs from RAM: its read-only tests skip with the catalog's note, not
     with "image not cached", which a fixture would have said had it run."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs", "--offline",
-         "--distro=rancheros", str(REPO / "tests/suites/test_readonly.py")],
-        cwd=REPO, capture_output=True, text=True, env=_env(cache), timeout=300)
+    result = run_pytest("-rs", "--offline", "--distro=rancheros",
+                        str(REPO / "tests/suites/test_readonly.py"), env=_env(cache))
     note = catalog.get("rancheros").promises.notes["readonly"]
     lines = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
     assert sum(note in line for line in lines) == 2, result.stdout[-3000:]
