@@ -239,7 +239,7 @@ def _sweep_volumes(conn: libvirt.virConnect, finished: frozenset[str],
                    left: set[str]) -> list[str]:
     """A dead run's volumes, then its marker last (so a sweep killed half way is redone)."""
     pool = storage.pool(conn)
-    pool.refresh(0)
+    storage.refresh(pool)
     volumes = pool.listAllVolumes(0)
     markers = dict(m for v in volumes if (m := owner_of_marker(v.name())))
     removed = []

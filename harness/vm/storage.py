@@ -13,6 +13,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import libvirt
+import tenacity
 
 from harness.log import step
 from harness.paths import cache_dir
@@ -20,6 +21,10 @@ from harness.paths import cache_dir
 POOL = "harness"
 POOL_DIR = "/var/lib/libvirt/images/harness"
 CHUNK = 4 * 1024 * 1024
+# libvirt refuses to re-read a pool while any client builds, copies or uploads a volume
+# in it (storagePoolRefresh in src/storage/storage_driver.c says this).
+BUSY = "has asynchronous jobs running"
+BUSY_PATIENCE = 600.0  # seconds: a multi-GiB base upload by another run
 
 
 def pool(conn: libvirt.virConnect) -> libvirt.virStoragePool:
@@ -102,6 +107,23 @@ def base_volume(conn: libvirt.virConnect, image: Path, key: str) -> tuple[str, i
     return p.storageVolLookupByName(name).path(), vsize
 
 
+def _busy(e: BaseException) -> bool:
+    return isinstance(e, libvirt.libvirtError) and BUSY in str(e)
+
+
+def refresh(p: libvirt.virStoragePool, patience: float = BUSY_PATIENCE) -> None:
+    """Re-read the pool's folder, waiting out another run's volume job.
+
+    Two runs share the pool: one starting (its sweep) while the other uploads a
+    base or creates an overlay must wait, not fail. Any other error is raised."""
+    tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_busy),
+        stop=tenacity.stop_after_delay(patience),
+        wait=tenacity.wait_random(0.05, 0.5),
+        reraise=True,
+    )(p.refresh, 0)
+
+
 def create_marker(p: libvirt.virStoragePool, name: str) -> None:
     """An empty volume whose name is the record (here: a run's owner)."""
     p.createXML(_volume_xml(name, 0, "raw"), 0)
@@ -116,7 +138,7 @@ def overlay(conn: libvirt.virConnect, name: str, backing: str, capacity: int) ->
 def delete_volumes(conn: libvirt.virConnect, prefix: str) -> list[str]:
     """Delete every volume whose name starts with `prefix`; returns their names."""
     p = pool(conn)
-    p.refresh(0)
+    refresh(p)
     gone = []
     for vol in p.listAllVolumes(0):
         if vol.name().startswith(prefix):
@@ -136,6 +158,6 @@ def capacity(conn: libvirt.virConnect, name: str) -> int:
 def clone(conn: libvirt.virConnect, source: str, name: str) -> str:
     """A copy of a volume (through libvirt, so it works on a remote host); its path."""
     p = pool(conn)
-    p.refresh(0)  # libvirt itself, not the API, made some files (a domain's NVRAM)
+    refresh(p)  # libvirt itself, not the API, made some files (a domain's NVRAM)
     src = p.storageVolLookupByName(source)
     return p.createXMLFrom(_volume_xml(name, src.info()[1], "raw"), src, 0).path()

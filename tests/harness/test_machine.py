@@ -150,7 +150,7 @@ def _wait_for_domain(conn, pid: int, timeout: float) -> libvirt.virDomain:
 
 def _names(conn, run_id: str) -> list[str]:
     pool = storage.pool(conn)
-    pool.refresh(0)
+    storage.refresh(pool)
     return [v.name() for v in pool.listAllVolumes(0) if v.name().startswith(f"run-{run_id}-")]
 
 

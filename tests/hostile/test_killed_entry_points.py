@@ -47,7 +47,7 @@ def _descendants(pid: int) -> set[int]:
 def _leftovers(conn: libvirt.virConnect, name: str) -> list[str]:
     run_id = name.split("-")[1]
     pool = storage.pool(conn)
-    pool.refresh(0)
+    storage.refresh(pool)
     names = [d.name() for d in conn.listAllDomains(0) if d.name() == name]
     return names + [v.name() for v in pool.listAllVolumes(0) if v.name().startswith(
         f"run-{run_id}")]

@@ -43,7 +43,7 @@ def _volume(conn: libvirt.virConnect, name: str, tmp: Path) -> str:
 
 def _volume_exists(conn: libvirt.virConnect, name: str) -> bool:
     pool = storage.pool(conn)
-    pool.refresh(0)
+    storage.refresh(pool)
     return name in {v.name() for v in pool.listAllVolumes(0)}
 
 
