@@ -15,27 +15,13 @@ DEBS := qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt
 run: deps venv services image
 	$(VENV)/bin/harness run
 
-# The fast tests first. Then the VM tests as two pytest processes side by side, one per
-# core: refos (the driver, the suites, the bug cases, the matrix path) here, and
-# refos-ignition (its suites and Ignition's own tests) beside it, its output in
-# artifacts/test-refos-ignition.log and its summary shown at the end. Both must pass.
-IGNITION := $(wildcard tests/harness/test_ignition.py)
+# The fast tests first, then the VM tests: one pytest process per distro (refos, and
+# the twins refos-ignition, refos-ostree, refos-snap), two at a time, one per core
+# (tools/teststreams.py; each log in artifacts/test-<distro>.log). All must pass.
 test: deps venv services image
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest tests/unit tests/hostile --offline
-	@mkdir -p artifacts; side=""; \
-	if [ -n "$(IGNITION)" ]; then \
-	  $(VENV)/bin/pytest tests/suites $(IGNITION) --distro=refos-ignition --offline \
-	    -p no:cacheprovider > artifacts/test-refos-ignition.log 2>&1 & side=$$!; \
-	fi; \
-	$(VENV)/bin/pytest tests/harness tests/suites tests/bugs --offline \
-	  $(if $(IGNITION),--ignore=$(IGNITION)); main=$$?; other=0; \
-	if [ -n "$$side" ]; then \
-	  wait $$side; other=$$?; \
-	  echo "== refos-ignition (exit $$other; full log: artifacts/test-refos-ignition.log)"; \
-	  tail -n 30 artifacts/test-refos-ignition.log; \
-	fi; \
-	exit $$(( main || other ))
+	$(PY) -m tools.teststreams
 
 deps:
 	@missing=""; for p in $(DEBS); do \

@@ -1,0 +1,145 @@
+"""Run the VM tests of `make test` as pytest processes, two at a time.
+
+Each stream is one distro's VM tests in a pytest process of its own, with its output
+in artifacts/test-<name>.log. Under TCG each guest keeps one core busy, so two
+streams run side by side (one per core), longest first, and the next starts when one
+ends. A line says when each stream starts and ends; every few minutes one says what
+is still running. At the end each stream's summary is printed, and the tail of every
+failed stream's log. The exit status is non-zero when any stream failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness import catalog
+
+ARTIFACTS = Path("artifacts")
+HEARTBEAT = 300.0  # seconds between "still running" lines
+POLL = 0.2  # seconds between checks for an ended stream
+FAILED_TAIL = 80  # lines of a failed stream's log shown at the end
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One pytest process: its distro and its test paths (longest streams first)."""
+    distro: str
+    paths: tuple[str, ...]
+    ignore: tuple[str, ...] = ()
+
+    @property
+    def log(self) -> Path:
+        return ARTIFACTS / f"test-{self.distro}.log"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "pytest", *self.paths, f"--distro={self.distro}",
+                "--offline", "-p", "no:cacheprovider",
+                *(f"--ignore={p}" for p in self.ignore)]
+
+
+# refos carries the driver's own tests and the bug cases; each twin proves its own
+# mechanism (Ignition, OSTree, snaps) once and runs the suites.
+STREAMS = (
+    Stream("refos", ("tests/harness", "tests/suites", "tests/bugs"),
+           ignore=("tests/harness/test_ignition.py",)),
+    Stream("refos-ignition", ("tests/suites", "tests/harness/test_ignition.py")),
+    Stream("refos-ostree", ("tests/suites",)),
+    Stream("refos-snap", ("tests/suites", "tests/bugs")),
+)
+
+
+@dataclass
+class Running:
+    stream: Stream
+    proc: subprocess.Popen
+    started: float
+
+
+def _clock(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def _say(text: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
+
+
+def _summary(log: Path) -> str:
+    """pytest's last line ("== 12 passed, 2 skipped in ... =="), or why there is none."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip("= ") if lines else "(no output)"
+
+
+def _start(stream: Stream) -> Running:
+    ARTIFACTS.mkdir(exist_ok=True)
+    _say(f"start {stream.distro}: {' '.join(stream.command()[1:])} (log {stream.log})")
+    with open(stream.log, "w") as out:
+        proc = subprocess.Popen(stream.command(), stdout=out, stderr=subprocess.STDOUT)
+    return Running(stream, proc, time.monotonic())
+
+
+def run(streams: list[Stream], lanes: int) -> dict[Stream, tuple[int, float]]:
+    """Run the streams, `lanes` at a time; each stream's exit status and duration."""
+    waiting, running, done = list(streams), [], {}
+    last_beat = time.monotonic()
+    while waiting or running:
+        while waiting and len(running) < lanes:
+            running.append(_start(waiting.pop(0)))
+        time.sleep(POLL)
+        for r in [r for r in running if r.proc.poll() is not None]:
+            running.remove(r)
+            took = time.monotonic() - r.started
+            done[r.stream] = (r.proc.returncode, took)
+            _say(f"end {r.stream.distro} (exit {r.proc.returncode}) after {_clock(took)}: "
+                 f"{_summary(r.stream.log)}")
+        if running and time.monotonic() - last_beat > HEARTBEAT:
+            last_beat = time.monotonic()
+            _say("still running: " + ", ".join(
+                f"{r.stream.distro} ({_clock(last_beat - r.started)})" for r in running))
+    return done
+
+
+def report(done: dict[Stream, tuple[int, float]]) -> bool:
+    """Print the tails of failed streams and one summary line each; True if all passed."""
+    for stream, (code, _) in done.items():
+        if code:
+            tail = stream.log.read_text(errors="replace").splitlines()[-FAILED_TAIL:]
+            print(f"\n== {stream.distro} failed (exit {code}); last {len(tail)} lines of "
+                  f"{stream.log}:", *tail, sep="\n")
+    print("\n== VM test streams")
+    for stream, (code, took) in done.items():
+        print(f"{stream.distro:16} {'passed' if code == 0 else 'FAILED':7} {_clock(took):>8}  "
+              f"{_summary(stream.log)}")
+    return all(code == 0 for code, _ in done.values())
+
+
+def selected(names: list[str]) -> list[Stream]:
+    """The streams asked for (all by default) whose distro the catalog has."""
+    known = catalog.load()
+    chosen = [s for s in STREAMS if (not names or s.distro in names) and s.distro in known]
+    unknown = set(names) - {s.distro for s in STREAMS}
+    if unknown:
+        raise SystemExit(f"no test stream for {', '.join(sorted(unknown))}; "
+                         f"streams: {', '.join(s.distro for s in STREAMS)}")
+    return chosen
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("distros", nargs="*", help="streams to run (default: all)")
+    parser.add_argument("--lanes", type=int, default=os.cpu_count() or 2,
+                        help="streams at a time (default: one per core)")
+    args = parser.parse_args()
+    started = time.monotonic()
+    ok = report(run(selected(args.distros), max(1, args.lanes)))
+    print(f"VM tests {'passed' if ok else 'FAILED'} in {_clock(time.monotonic() - started)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
