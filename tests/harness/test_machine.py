@@ -15,14 +15,14 @@ import pytest
 
 from harness.paths import REPO, runtime_dir
 from harness.seed import keys
-from harness.vm import storage
+from harness.vm import storage, timeouts
 from harness.vm.machine import BootFailure, CommandFailed, KernelBoot, MachineError
 
 pytestmark = pytest.mark.vm
 
 
-def test_kernel_panic_fails_within_30_seconds_and_quotes_the_panic(harness_session, distro,
-                                                                  local_image, accelerator):
+def test_kernel_panic_fails_the_boot_long_before_its_timeout_and_quotes_the_panic(
+        harness_session, distro, local_image, accelerator):
     if local_image.kernel is None:
         pytest.skip(f"{distro.name}: no separate kernel to boot directly")
     # No initrd and a root that does not exist: the kernel panics at its root mount.
@@ -31,7 +31,9 @@ def test_kernel_panic_fails_within_30_seconds_and_quotes_the_panic(harness_sessi
     started = time.monotonic()
     with pytest.raises(BootFailure, match="kernel-panic") as failure:
         m.start()
-    assert time.monotonic() - started < 30
+    # The console watch ends it as the panic is printed; a fixed figure in seconds would
+    # measure the host's load (40 s with seven guests on two cores), not the harness.
+    assert time.monotonic() - started < timeouts.get("boot") / 3
     assert "Kernel panic - not syncing" in str(failure.value)
     assert m.res.domain is None and not m.res.volumes and m.res.port is None
 
