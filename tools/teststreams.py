@@ -39,7 +39,7 @@ class Stream:
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "pytest", *self.paths, f"--distro={self.distro}",
-                "--offline", "-p", "no:cacheprovider",
+                "--offline", "-p", "no:cacheprovider", "--durations=10",
                 *(f"--ignore={p}" for p in self.ignore)]
 
 
