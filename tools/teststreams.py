@@ -1,6 +1,6 @@
 """Run the VM tests of `make test` as pytest processes, two at a time.
 
-Each stream is one distro's VM tests in a pytest process of its own, with its output
+Each stream is a pytest process of its own, one distro's VM tests, with its output
 in artifacts/test-<name>.log. Under TCG each guest keeps one core busy, so two
 streams run side by side (one per core), longest first, and the next starts when one
 ends. A line says when each stream starts and ends; every few minutes one says what
@@ -28,14 +28,15 @@ FAILED_TAIL = 80  # lines of a failed stream's log shown at the end
 
 @dataclass(frozen=True)
 class Stream:
-    """One pytest process: its distro and its test paths (longest streams first)."""
+    """One pytest process: a name, its distro and its test paths."""
+    name: str
     distro: str
     paths: tuple[str, ...]
     ignore: tuple[str, ...] = ()
 
     @property
     def log(self) -> Path:
-        return ARTIFACTS / f"test-{self.distro}.log"
+        return ARTIFACTS / f"test-{self.name}.log"
 
     def command(self) -> list[str]:
         return [sys.executable, "-m", "pytest", *self.paths, f"--distro={self.distro}",
@@ -43,14 +44,16 @@ class Stream:
                 *(f"--ignore={p}" for p in self.ignore)]
 
 
-# refos carries the driver's own tests and the bug cases; each twin proves its own
-# mechanism (Ignition, OSTree, snaps) once and runs the suites.
+# Longest first, so the short ones fill the gaps at the end. refos carries the
+# driver's own tests and the bug cases; each twin proves its own mechanism
+# (Ignition, OSTree, snaps) once and runs the suites.
 STREAMS = (
-    Stream("refos", ("tests/harness", "tests/suites", "tests/bugs"),
+    Stream("refos-driver", "refos", ("tests/harness",),
            ignore=("tests/harness/test_ignition.py",)),
-    Stream("refos-ignition", ("tests/suites", "tests/harness/test_ignition.py")),
-    Stream("refos-ostree", ("tests/suites",)),
-    Stream("refos-snap", ("tests/suites", "tests/bugs")),
+    Stream("refos-ignition", "refos-ignition", ("tests/suites", "tests/harness/test_ignition.py")),
+    Stream("refos", "refos", ("tests/suites", "tests/bugs")),
+    Stream("refos-snap", "refos-snap", ("tests/suites", "tests/bugs")),
+    Stream("refos-ostree", "refos-ostree", ("tests/suites",)),
 )
 
 
@@ -77,7 +80,7 @@ def _summary(log: Path) -> str:
 
 def _start(stream: Stream) -> Running:
     ARTIFACTS.mkdir(exist_ok=True)
-    _say(f"start {stream.distro}: {' '.join(stream.command()[1:])} (log {stream.log})")
+    _say(f"start {stream.name}: {' '.join(stream.command()[1:])} (log {stream.log})")
     with open(stream.log, "w") as out:
         proc = subprocess.Popen(stream.command(), stdout=out, stderr=subprocess.STDOUT)
     return Running(stream, proc, time.monotonic())
@@ -95,12 +98,12 @@ def run(streams: list[Stream], lanes: int) -> dict[Stream, tuple[int, float]]:
             running.remove(r)
             took = time.monotonic() - r.started
             done[r.stream] = (r.proc.returncode, took)
-            _say(f"end {r.stream.distro} (exit {r.proc.returncode}) after {_clock(took)}: "
+            _say(f"end {r.stream.name} (exit {r.proc.returncode}) after {_clock(took)}: "
                  f"{_summary(r.stream.log)}")
         if running and time.monotonic() - last_beat > HEARTBEAT:
             last_beat = time.monotonic()
             _say("still running: " + ", ".join(
-                f"{r.stream.distro} ({_clock(last_beat - r.started)})" for r in running))
+                f"{r.stream.name} ({_clock(last_beat - r.started)})" for r in running))
     return done
 
 
@@ -109,11 +112,11 @@ def report(done: dict[Stream, tuple[int, float]]) -> bool:
     for stream, (code, _) in done.items():
         if code:
             tail = stream.log.read_text(errors="replace").splitlines()[-FAILED_TAIL:]
-            print(f"\n== {stream.distro} failed (exit {code}); last {len(tail)} lines of "
+            print(f"\n== {stream.name} failed (exit {code}); last {len(tail)} lines of "
                   f"{stream.log}:", *tail, sep="\n")
     print("\n== VM test streams")
     for stream, (code, took) in done.items():
-        print(f"{stream.distro:16} {'passed' if code == 0 else 'FAILED':7} {_clock(took):>8}  "
+        print(f"{stream.name:16} {'passed' if code == 0 else 'FAILED':7} {_clock(took):>8}  "
               f"{_summary(stream.log)}")
     return all(code == 0 for code, _ in done.values())
 
@@ -121,22 +124,22 @@ def report(done: dict[Stream, tuple[int, float]]) -> bool:
 def selected(names: list[str]) -> list[Stream]:
     """The streams asked for (all by default) whose distro the catalog has."""
     known = catalog.load()
-    chosen = [s for s in STREAMS if (not names or s.distro in names) and s.distro in known]
-    unknown = set(names) - {s.distro for s in STREAMS}
+    chosen = [s for s in STREAMS if (not names or s.name in names) and s.distro in known]
+    unknown = set(names) - {s.name for s in STREAMS}
     if unknown:
         raise SystemExit(f"no test stream for {', '.join(sorted(unknown))}; "
-                         f"streams: {', '.join(s.distro for s in STREAMS)}")
+                         f"streams: {', '.join(s.name for s in STREAMS)}")
     return chosen
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("distros", nargs="*", help="streams to run (default: all)")
+    parser.add_argument("streams", nargs="*", help="streams to run (default: all)")
     parser.add_argument("--lanes", type=int, default=os.cpu_count() or 2,
                         help="streams at a time (default: one per core)")
     args = parser.parse_args()
     started = time.monotonic()
-    ok = report(run(selected(args.distros), max(1, args.lanes)))
+    ok = report(run(selected(args.streams), max(1, args.lanes)))
     print(f"VM tests {'passed' if ok else 'FAILED'} in {_clock(time.monotonic() - started)}")
     return 0 if ok else 1
 

@@ -28,7 +28,7 @@ def artifacts_in_tmp(tmp_path, monkeypatch):
 
 
 def test_streams_run_two_at_a_time_and_each_reports_its_summary(capsys):
-    streams = [Sleeper(f"d{i}", ()) for i in range(4)]
+    streams = [Sleeper(f"d{i}", "refos", ()) for i in range(4)]
     started = time.monotonic()
     done = teststreams.run(streams, lanes=2)
     took = time.monotonic() - started
@@ -40,6 +40,7 @@ def test_streams_run_two_at_a_time_and_each_reports_its_summary(capsys):
 
 
 def test_one_failed_stream_fails_the_run_and_shows_its_log():
-    done = teststreams.run([Sleeper("good", ()), Sleeper("bad", (), code=1)], lanes=2)
+    streams = [Sleeper("good", "refos", ()), Sleeper("bad", "refos", (), code=1)]
+    done = teststreams.run(streams, lanes=2)
     assert not teststreams.report(done)
-    assert {s.distro: code for s, (code, _) in done.items()} == {"good": 0, "bad": 1}
+    assert {s.name: code for s, (code, _) in done.items()} == {"good": 0, "bad": 1}
