@@ -4,7 +4,9 @@ boot an OS (started paused, no disk)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -78,11 +80,23 @@ class Sshd:
             time.sleep(0.05)
         return self
 
-    def stop(self) -> None:
+    def stop(self, sessions: bool = False) -> None:
+        """Stop the listener; with `sessions`, also the per-connection sshd processes
+        it forked (each by its pid), so connections already open drop too."""
+        children = self._children() if sessions else []
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()  # our own child, by its pid
             self.proc.wait(10)
         self.proc = None
+
+    def _children(self) -> list[int]:
+        if not self.proc or self.proc.poll() is not None:
+            return []
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
 
 
 # -- tiny real domains -----------------------------------------------------------
