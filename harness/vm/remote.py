@@ -171,7 +171,8 @@ class Jump:
     def listening(self, port: int, timeout: float = 10.0) -> bool:
         """Whether something accepts connections on 127.0.0.1:`port` there."""
         try:
-            self.channel(port, timeout).close()
+            with ssh.quiet_paramiko():
+                self.channel(port, timeout).close()
             return True
         except paramiko.ChannelException:  # sshd's "Connect failed": nothing listens
             return False

@@ -146,6 +146,19 @@ def console_keys(text: str) -> list[tuple[str, str]]:
     return keys
 
 
+@contextlib.contextmanager
+def quiet_paramiko():
+    """paramiko logs every early banner failure as a traceback, and every refused
+    channel: expected while polling, so kept out of the log."""
+    logger = logging.getLogger("paramiko.transport")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class Connection:
     """One paramiko client, reopened when the guest dropped it (reboots do)."""
 
@@ -164,19 +177,17 @@ class Connection:
     def _connect(self, timeout: float) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         self.trust.prepare(client, self.port)
-        quiet = logging.getLogger("paramiko.transport")
-        level = quiet.level
-        quiet.setLevel(logging.CRITICAL)  # paramiko logs every early banner failure as a traceback
         try:
-            # Through the hypervisor's SSH to its 127.0.0.1, or straight to ours.
-            sock = self.jump.channel(self.port, timeout) if self.jump else None
-            client.connect("127.0.0.1", self.port, self.user, sock=sock,
-                           key_filename=str(self.client_key.private_path)
-                           if self.client_key else None, password=self.password,
-                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                           allow_agent=False, look_for_keys=False,
-                           disabled_algorithms=_only_ed25519_hostkeys()
-                           if self.trust.given else None)
+            with quiet_paramiko():
+                # Through the hypervisor's SSH to its 127.0.0.1, or straight to ours.
+                sock = self.jump.channel(self.port, timeout) if self.jump else None
+                client.connect("127.0.0.1", self.port, self.user, sock=sock,
+                               key_filename=str(self.client_key.private_path)
+                               if self.client_key else None, password=self.password,
+                               timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                               allow_agent=False, look_for_keys=False,
+                               disabled_algorithms=_only_ed25519_hostkeys()
+                               if self.trust.given else None)
         except paramiko.BadHostKeyException as e:
             client.close()
             raise HostKeyMismatch(
@@ -186,8 +197,6 @@ class Connection:
         except BaseException:
             client.close()
             raise
-        finally:
-            quiet.setLevel(level)
         return client
 
     def run(self, cmd: str, timeout: float, sudo: bool = True,
