@@ -1,0 +1,49 @@
+"""Forward ports on a remote hypervisor: picked there, and a port someone took
+between the pick and QEMU's bind is noticed by the domain's start failing and
+retried on another. The "remote" host is a real sshd on 127.0.0.1 in front of
+this machine's libvirtd; the domains are tiny and paused (no OS boots)."""
+
+import socket
+
+import pytest
+from hostile_helpers import paused_domain
+
+from harness.vm import remote, runs
+from harness.vm.session import Options, Session
+from tests.harness.remote_host import remote_host
+
+
+@pytest.fixture
+def remote_session(tmp_path, runtime):
+    with remote_host(tmp_path / "hypervisor") as host:
+        session = Session(Options(libvirt_uri=host.uri, offline=True, saves=False,
+                                  artifacts=tmp_path / "artifacts")).open()
+        try:
+            yield session
+        finally:
+            session.close()
+
+
+def test_a_port_taken_before_qemu_binds_it_is_retried_on_another(remote_session, monkeypatch):
+    s = remote_session
+    assert isinstance(s.forward_port(), remote.RemotePort)  # chosen there, no local lock
+    m = s.new_machine("collide", s.recipe("refos"))
+    with socket.socket() as taken:  # someone on the hypervisor's loopback took the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        held = taken.getsockname()[1]
+        # Injected: the pick returns the taken port once, as if it was taken just after
+        # the probe (a race the real pick cannot be made to lose on purpose).
+        picks = iter([remote.RemotePort(held)])
+        real = s.forward_port
+        monkeypatch.setattr(s, "forward_port", lambda: next(picks, None) or real())
+        tried: list[int] = []
+
+        def start(port: int):
+            tried.append(port)
+            return paused_domain(s.conn, s.run, "collide", port=port)
+
+        m._start_on_a_free_port(start)
+    assert tried[0] == held and len(tried) == 2
+    assert m.port == tried[1] and m.running()
+    runs.destroy_domain(m.res.domain)
