@@ -312,12 +312,12 @@ class Machine:
         """Remove domain, volumes and port; safe to call twice and on a half-made machine."""
         if self._ssh:
             self._ssh.close()
-        if self.res.domain is not None:
-            runs.destroy_domain(self.res.domain)
-            self.res.domain = None
         if self.res.console is not None:
             self.res.console.close()
             self.res.console = None
+        if self.res.domain is not None:
+            runs.destroy_domain(self.res.domain)
+            self.res.domain = None
         for prefix in self.res.volumes:
             storage.delete_volumes(self.conn, prefix)
         self.res.volumes.clear()

@@ -213,33 +213,67 @@ def pick_port(jump: Jump, tries: int = 20) -> RemotePort:
     raise JumpError(f"no free port on the hypervisor {jump.hv.host} after {tries} tries")
 
 
+_EVENTS = threading.Lock()
+_events_running = False
+
+
+def event_loop() -> None:
+    """libvirt's default event loop, run by a thread of its own, once per process.
+
+    Console streams over a remote connection need it: a blocking stream read would
+    hold the connection's I/O loop, and a call such as virDomainDestroy from another
+    thread then waits forever for its reply (seen here with libvirt 9.0). Must run
+    before the connection is opened: libvirt binds a connection to the loop at open."""
+    global _events_running
+    with _EVENTS:
+        if _events_running:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        threading.Thread(target=_run_events, name="libvirt events", daemon=True).start()
+        _events_running = True
+
+
+def _run_events() -> None:
+    while True:
+        libvirt.virEventRunDefaultImpl()
+
+
 class ConsoleStream:
     """A domain's serial console (a pty on the hypervisor), copied as it comes into a
-    local file by a thread. Open it while the domain is paused, so nothing is lost."""
+    local file, by callbacks on libvirt's event loop (`event_loop()` must run).
+    Open it while the domain is paused, so nothing is lost."""
 
     def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, path: Path):
-        self.stream = conn.newStream(0)
+        self.stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
         dom.openConsole(None, self.stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
-        self.file = open(path, "ab")  # noqa: SIM115 - the thread owns it until the end
-        self.thread = threading.Thread(target=self._pump, name=f"console {path}", daemon=True)
-        self.thread.start()
+        self.file = open(path, "ab")  # noqa: SIM115 - closed when the stream ends
+        self._lock = threading.Lock()
+        self.stream.eventAddCallback(
+            libvirt.VIR_STREAM_EVENT_READABLE | libvirt.VIR_STREAM_EVENT_ERROR
+            | libvirt.VIR_STREAM_EVENT_HANGUP, self._readable, None)
 
-    def _pump(self) -> None:
-        try:
-            while True:
-                data = self.stream.recv(65536)
-                if not isinstance(data, bytes) or not data:  # end of stream
-                    break
-                self.file.write(data)
+    def _readable(self, stream: libvirt.virStream, events: int, _opaque) -> None:
+        with self._lock:
+            if self.file.closed:
+                return
+            try:
+                while isinstance(data := stream.recv(65536), bytes) and data:
+                    self.file.write(data)
                 self.file.flush()
-        except libvirt.libvirtError:  # the domain or the connection is gone
-            pass
-        finally:
-            self.file.close()
+                ended = data == b"" or events & (libvirt.VIR_STREAM_EVENT_ERROR
+                                                 | libvirt.VIR_STREAM_EVENT_HANGUP)
+            except libvirt.libvirtError:  # the domain or the connection is gone
+                ended = True
+            if ended:
+                self._end()
 
-    def close(self, wait: float = 5.0) -> None:
-        """Once the domain is gone the stream ends by itself; wait for the thread."""
-        self.thread.join(wait)
-        if not self.thread.is_alive():
+    def _end(self) -> None:
+        for step in (self.stream.eventRemoveCallback, self.stream.abort):
             with contextlib.suppress(libvirt.libvirtError):
-                self.stream.abort()
+                step()
+        self.file.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.file.closed:
+                self._end()

@@ -101,6 +101,8 @@ class Session:
         except remote.RemoteError as e:
             raise SessionError(str(e)) from None
         self.jump = remote.Jump(hypervisor) if hypervisor else None
+        if self.jump is not None:
+            remote.event_loop()  # console streams (harness.vm.remote.ConsoleStream)
         try:
             self.conn = libvirt.open(self.options.libvirt_uri)
         except libvirt.libvirtError as e:

@@ -4,11 +4,13 @@ retried on another. The "remote" host is a real sshd on 127.0.0.1 in front of
 this machine's libvirtd; the domains are tiny and paused (no OS boots)."""
 
 import socket
+import threading
 
+import libvirt
 import pytest
-from hostile_helpers import paused_domain
+from hostile_helpers import free_port, paused_domain
 
-from harness.vm import remote, runs
+from harness.vm import domain, remote, runs
 from harness.vm.session import Options, Session
 from tests.harness.remote_host import remote_host
 
@@ -47,3 +49,21 @@ def test_a_port_taken_before_qemu_binds_it_is_retried_on_another(remote_session,
     assert tried[0] == held and len(tried) == 2
     assert m.port == tried[1] and m.running()
     runs.destroy_domain(m.res.domain)
+
+
+def test_destroying_a_remote_domain_with_its_console_streamed_does_not_hang(remote_session):
+    """A blocking console read held the connection's I/O loop and virDomainDestroy
+    waited forever for its reply (libvirt 9.0 over qemu+ssh)."""
+    s = remote_session
+    spec = domain.DomainSpec(
+        name=s.run.domain_name("streamed"), run_id=s.run.id, memory_mib=64, firmware="bios",
+        disks=(), console_log=s.run.dir / "unused.log", ssh_port=free_port(),
+        owner=s.run.owner.attrs(), console_stream=True)
+    dom = s.conn.createXML(domain.domain_xml(spec), libvirt.VIR_DOMAIN_START_PAUSED)
+    stream = remote.ConsoleStream(s.conn, dom, s.run.dir / "streamed.console.log")
+    dom.resume()
+    destroyed = threading.Event()
+    threading.Thread(target=lambda: (runs.destroy_domain(dom), destroyed.set()),
+                     daemon=True).start()
+    assert destroyed.wait(60), "virDomainDestroy did not return"
+    stream.close()
