@@ -27,10 +27,12 @@ retries on another (Machine._start_on_a_free_port). The local port locks of
 harness.vm.runs say nothing about another host, so none is taken.
 
 Console logs come back by streaming (virDomainOpenConsole over the libvirt
-connection, `ConsoleStream`) into the machine's local console.log, not by
-fetching a file after the run: the watchdog, the readiness phases and the
-console's host-key block need the console while the guest runs, and the
-stream needs no second path to the host's files.
+connection, `ConsoleStream`, driven by libvirt's event loop) into the machine's
+local console.log, not by fetching a file after the run: the watchdog, the
+readiness phases and the console's host-key block need the console while the
+guest runs, and the stream needs no second path to the host's files. The
+domain is started (or restored) paused and resumed once the stream is open, so
+the console is whole from its first byte.
 """
 
 import contextlib
