@@ -78,11 +78,15 @@ def budget(needs_mib: list[int], free_mib: int, margin_mib: int = MARGIN_MIB) ->
     return count
 
 
-def place(need: int, free_mib: dict[str, int], margin_mib: int = MARGIN_MIB) -> str | None:
-    """The host with the most free memory that fits `need` MiB above the margin."""
+def place(need: int, free_mib: dict[str, int], margin_mib: int = MARGIN_MIB,
+          running: dict[str, int] | None = None) -> str | None:
+    """Of the hosts that fit `need` MiB above the margin, the one running the fewest
+    of the matrix's VMs, then the one with the most free memory: work spreads over
+    every host given, not only the biggest."""
+    running = running or {}
     fitting = {uri: free for uri, free in free_mib.items() if free - margin_mib >= need}
-    return max(fitting, key=lambda uri: (fitting[uri], -list(free_mib).index(uri)),
-               default=None)
+    return max(fitting, key=lambda uri: (-running.get(uri, 0), fitting[uri],
+                                         -list(free_mib).index(uri)), default=None)
 
 
 def mem_available_mib(meminfo: Path = MEMINFO) -> int:
@@ -109,6 +113,7 @@ class Hosts:
 
     def __init__(self, free_mib: dict[str, int], margin_mib: int = MARGIN_MIB):
         self.total, self.free, self.margin = dict(free_mib), dict(free_mib), margin_mib
+        self.running = dict.fromkeys(free_mib, 0)
         self.cond = threading.Condition()
 
     def fits_alone(self, need: int) -> bool:
@@ -117,14 +122,16 @@ class Hosts:
 
     def acquire(self, need: int) -> str:
         with self.cond:
-            while (uri := place(need, self.free, self.margin)) is None:
+            while (uri := place(need, self.free, self.margin, self.running)) is None:
                 self.cond.wait()
             self.free[uri] -= need
+            self.running[uri] += 1
             return uri
 
     def release(self, uri: str, need: int) -> None:
         with self.cond:
             self.free[uri] += need
+            self.running[uri] -= 1
             self.cond.notify_all()
 
 

@@ -63,6 +63,9 @@ class DomainSpec:
     open_network: bool = False  # users may opt out of restrict=on; tests never do
     fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, local file): Ignition configs
     direct: DirectBoot | None = None
+    # The console as a pty the harness streams (harness.vm.remote), not a file libvirt
+    # writes: a file would be written on the hypervisor, where the harness cannot read it.
+    console_stream: bool = False
     # Who made it (harness.vm.runs.Owner.attrs()): sweeps tell a live run by it.
     owner: dict[str, str] = field(default_factory=dict)
 
@@ -114,9 +117,10 @@ def disk_xml(disk: Disk) -> str:
     return ET.tostring(holder[0], encoding="unicode")
 
 
-def _console(devices: ET.Element, log: Path) -> None:
-    serial = _sub(devices, "serial", type="file")
-    _sub(serial, "source", path=str(log), append="off")
+def _console(devices: ET.Element, log: Path, stream: bool = False) -> None:
+    serial = _sub(devices, "serial", type="pty" if stream else "file")
+    if not stream:
+        _sub(serial, "source", path=str(log), append="off")
     _sub(serial, "target", port="0")
 
 
@@ -179,7 +183,7 @@ def domain_xml(spec: DomainSpec) -> str:
     devices = _sub(root, "devices")
     for disk in spec.disks:
         _disk(devices, disk)
-    _console(devices, spec.console_log)
+    _console(devices, spec.console_log, spec.console_stream)
     rng = _sub(devices, "rng", model="virtio")
     _sub(rng, "backend", "/dev/urandom", model="random")
     _sub(devices, "memballoon", model="none")

@@ -26,7 +26,7 @@ from harness import __version__, seed
 from harness.catalog import Distro
 from harness.log import log, step
 from harness.seed import keys
-from harness.vm import console, domain, readiness, runs, snapshot, ssh, storage, timeouts
+from harness.vm import console, domain, readiness, remote, runs, snapshot, ssh, storage, timeouts
 
 if TYPE_CHECKING:
     from harness.images import LocalImage
@@ -86,7 +86,8 @@ class Resources:
     """What this machine created and teardown must remove."""
 
     domain: libvirt.virDomain | None = None
-    port: runs.PortLock | None = None
+    port: runs.PortLock | remote.RemotePort | None = None
+    console: remote.ConsoleStream | None = None  # a remote guest's console, streamed
     volumes: list[str] = field(default_factory=list)
 
 
@@ -145,6 +146,10 @@ class Machine:
         fmt = self.recipe.seed
         options = self.distro.boot.seed_options if fmt == self.distro.boot.seed else {}
         self.seed = seed.build(fmt, intent, self.dir, options)
+        if self.seed.fw_cfg and self.remote:
+            raise MachineError(f"{self.name}: {fmt} passes its config as a fw_cfg file, which "
+                               "QEMU opens on its own host: not supported on a remote "
+                               f"hypervisor yet ({self.session.options.libvirt_uri})")
         pool = storage.pool(self.conn)
         image = self.recipe.image
         base, vsize = storage.base_volume(self.conn, image.path, image.key)
@@ -175,22 +180,46 @@ class Machine:
             memory_mib=self.distro.boot.memory_mib, firmware=self.distro.boot.firmware,
             disks=tuple(disks), console_log=self.console_log, ssh_port=port,
             nvram=Path(storage.POOL_DIR) / self.volume("VARS.fd"), accel=self.accel,
-            fw_cfg=self.seed.fw_cfg, direct=self.direct, owner=run.owner.attrs())
+            fw_cfg=self.seed.fw_cfg, direct=self.direct, owner=run.owner.attrs(),
+            console_stream=self.remote)
+
+    @property
+    def remote(self) -> bool:
+        """Whether the guest runs on a remote hypervisor (harness.vm.remote)."""
+        return self.session.jump is not None
+
+    def save_path(self) -> Path:
+        """Where libvirt writes this machine's memory image: a path on the host that
+        runs it, so the pool's folder for a remote one (swept with its volumes)."""
+        if self.remote:
+            return Path(storage.POOL_DIR) / self.volume("memory.save")
+        return self.dir / "memory.save"
 
     def _boot(self) -> None:
         def create(port: int) -> libvirt.virDomain:
             self.xml = domain.domain_xml(self._spec(port))
             (self.dir / "domain.xml").write_text(self.xml)
-            return self.conn.createXML(self.xml, 0)
+            return self.conn.createXML(
+                self.xml, libvirt.VIR_DOMAIN_START_PAUSED if self.remote else 0)
 
         self._start_on_a_free_port(create)
+        self._follow_console()
         self._connect_ssh()
 
+    def _follow_console(self) -> None:
+        """A remote guest was started paused: stream its console from the first byte,
+        then let it run (harness.vm.remote.ConsoleStream)."""
+        if self.remote:
+            self.res.console = remote.ConsoleStream(self.conn, self.res.domain,
+                                                    self.console_log)
+            self.res.domain.resume()
+
     def _start_on_a_free_port(self, start: Callable[[int], libvirt.virDomain]) -> None:
-        """Lock a 127.0.0.1 port and start the domain with its SSH forward there; try
-        another port when someone outside the harness took it meanwhile."""
+        """Take a free 127.0.0.1 port (locked here; probed on a remote hypervisor) and
+        start the domain with its SSH forward there; try another port when someone
+        outside the harness took it meanwhile (QEMU then fails to set up the forward)."""
         for attempt in range(3):
-            self.res.port = runs.PortLock()
+            self.res.port = self.session.forward_port()
             try:
                 self.started = time.monotonic()
                 self.res.domain = start(self.port)
@@ -206,7 +235,8 @@ class Machine:
         trust = ssh.trust_for(self.seed, self.host_key, self.port,
                               self.dir / "keys" / "known_hosts", self.console_text)
         user, password = self.seed.password_login or (self.distro.boot.ssh_user, None)
-        self._ssh = ssh.Connection(self.port, user, self.client_key, trust, password)
+        self._ssh = ssh.Connection(self.port, user, self.client_key, trust, password,
+                                   jump=self.session.jump)
 
     def trusted_keys(self) -> list[tuple[str, str]]:
         """The guest host keys this machine's SSH trusts, as (type, base64)."""
@@ -232,10 +262,12 @@ class Machine:
                                                  self.console_log, port, self.session.run.id)
                     (self.dir / "domain.xml").write_text(self.xml)
                     self.conn.restoreFlags(str(saved.file), self.xml,
-                                           libvirt.VIR_DOMAIN_SAVE_RUNNING)
+                                           libvirt.VIR_DOMAIN_SAVE_PAUSED if self.remote
+                                           else libvirt.VIR_DOMAIN_SAVE_RUNNING)
                     return self.conn.lookupByName(saved.domain_name)
 
                 self._start_on_a_free_port(restore)
+                self._follow_console()
                 self._mark("restore")
                 self._connect_ssh()
                 # The same guest: the host keys its template came to trust hold here too.
@@ -269,12 +301,20 @@ class Machine:
     def ssh_command(self) -> str:
         """What a person types to get into this guest."""
         return ssh.ssh_command(self.port, self.distro.boot.ssh_user,
-                               self.client_key.private_path, self.dir / "keys" / "known_hosts")
+                               self.client_key.private_path, self.dir / "keys" / "known_hosts",
+                               self.session.jump.proxy_command() if self.remote else "")
+
+    def ssh_banner(self) -> str | None:
+        """The guest sshd's banner on its forwarded port (through a remote hypervisor)."""
+        return ssh.banner(self.port, jump=self.session.jump)
 
     def destroy(self) -> None:
         """Remove domain, volumes and port; safe to call twice and on a half-made machine."""
         if self._ssh:
             self._ssh.close()
+        if self.res.console is not None:
+            self.res.console.close()
+            self.res.console = None
         if self.res.domain is not None:
             runs.destroy_domain(self.res.domain)
             self.res.domain = None
@@ -331,11 +371,24 @@ class Machine:
         """Raise BootFailure if waiting for this guest can no longer succeed: the
         domain is gone, or the console shows a fatal line since the last (re)boot."""
         if not self.running():
+            if lost := self._hypervisor_lost():
+                raise self._error(MachineError, lost)
             raise self._error(BootFailure, "the domain is no longer running")
         found = console.scan(self.console_text()[self._console_mark:], fatal_only=True)
         if found:
             raise self._error(BootFailure, f"{found[0].pattern.name} on the console: "
                                            f"{found[0].line}")
+
+    def _hypervisor_lost(self) -> str:
+        """Why libvirt no longer answers for a remote guest, or "" if it does."""
+        if not self.remote:
+            return ""
+        try:
+            self.conn.getLibVersion()
+            return ""
+        except libvirt.libvirtError as e:
+            return (f"lost the hypervisor: libvirt at {self.session.options.libvirt_uri} no "
+                    f"longer answers ({e}); the guest cannot be reached or watched")
 
     def console_match(self, pattern: str) -> str | None:
         """What the console printed since the last (re)boot that matches `pattern`."""

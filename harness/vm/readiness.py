@@ -10,8 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.vm import ssh
-
 if TYPE_CHECKING:
     from harness.vm.machine import Machine
 
@@ -31,7 +29,7 @@ PHASES = (
           lambda m: m.console_match(r"Linux version \S+"), "boot",
           "nothing from the kernel: check the catalog's firmware and the boot loader in "
           "the console log"),
-    Phase("ssh", "SSH banner", "to SSH", lambda m: ssh.banner(m.port), "boot",
+    Phase("ssh", "SSH banner", "to SSH", lambda m: m.ssh_banner(), "boot",
           "sshd does not listen: did the guest read its seed? look for cloud-init or "
           "Ignition in the console log"),
     Phase("command", "first command", "to first command", lambda m: m._answers(), "boot",

@@ -20,7 +20,7 @@ from harness import catalog, images, settings
 from harness.images import LocalImage, fetch
 from harness.log import log
 from harness.paths import REPO
-from harness.vm import accel, runs, snapshot
+from harness.vm import accel, remote, runs, snapshot
 from harness.vm.machine import KernelBoot, Machine, Recipe
 
 
@@ -88,12 +88,21 @@ class Session:
         self.templates: snapshot.Templates | None = None
         self.machines: list[Machine] = []  # every machine made, templates included
         self._accel = ""
+        # A remote hypervisor's SSH, through which its guests are reached (harness.vm.remote).
+        self.jump: remote.Jump | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
     def open(self) -> "Session":
         """Check settings, connect, sweep what dead runs left, start this run."""
         settings.check()
+        try:
+            hypervisor = remote.parse(self.options.libvirt_uri)
+        except remote.RemoteError as e:
+            raise SessionError(str(e)) from None
+        self.jump = remote.Jump(hypervisor) if hypervisor else None
+        if self.jump is not None:
+            remote.event_loop()  # console streams (harness.vm.remote.ConsoleStream)
         try:
             self.conn = libvirt.open(self.options.libvirt_uri)
         except libvirt.libvirtError as e:
@@ -123,6 +132,8 @@ class Session:
                 close()
             except Exception as e:
                 log.warning("harness: cleanup step failed, going on: %s", e)
+        if self.jump is not None:
+            self.jump.close()
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -134,6 +145,10 @@ class Session:
         self.close()
 
     # -- what machines are made of ---------------------------------------------
+
+    def forward_port(self) -> runs.PortLock | remote.RemotePort:
+        """A port for a guest's SSH forward, free on the host that runs the guest."""
+        return runs.PortLock() if self.jump is None else remote.pick_port(self.jump)
 
     @property
     def accel(self) -> str:

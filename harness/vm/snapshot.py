@@ -48,7 +48,7 @@ class Saved:
 
 def save(machine, key: str) -> Saved:
     """Save a ready machine; the machine is stopped and its volumes pass to the Saved."""
-    dest = machine.dir / "memory.save"
+    dest = machine.save_path()
     started = time.monotonic()
     with step(f"save memory image ({machine.distro.boot.memory_mib} MiB guest)", machine.name):
         machine.res.domain.save(str(dest))

@@ -19,6 +19,7 @@ SSHException or OSError, so no readiness poll retries it.
 """
 
 import base64
+import contextlib
 import logging
 import re
 import shlex
@@ -59,13 +60,20 @@ class Result:
                 f"\n--- stderr ---\n{self.stderr.rstrip()}{cut}")
 
 
-def banner(port: int, timeout: float = 2.0) -> str | None:
-    """The SSH banner on 127.0.0.1:port, or None. QEMU accepts the TCP
-    connection before the guest listens, so only the banner proves sshd is up."""
+def banner(port: int, timeout: float = 2.0, jump=None) -> str | None:
+    """The SSH banner on 127.0.0.1:port (of the hypervisor, through `jump`, a
+    harness.vm.remote.Jump), or None. QEMU accepts the TCP connection before the
+    guest listens, so only the banner proves sshd is up."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            data = s.recv(256)
-    except OSError:
+        if jump is not None:
+            chan = jump.channel(port, timeout)
+            chan.settimeout(timeout)
+            with contextlib.closing(chan):
+                data = chan.recv(256)
+        else:
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+                data = s.recv(256)
+    except (OSError, EOFError, paramiko.SSHException):
         return None
     return data.decode(errors="replace").strip() if data.startswith(b"SSH-") else None
 
@@ -138,12 +146,26 @@ def console_keys(text: str) -> list[tuple[str, str]]:
     return keys
 
 
+@contextlib.contextmanager
+def quiet_paramiko():
+    """paramiko logs every early banner failure as a traceback, and every refused
+    channel: expected while polling, so kept out of the log."""
+    logger = logging.getLogger("paramiko.transport")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class Connection:
     """One paramiko client, reopened when the guest dropped it (reboots do)."""
 
     def __init__(self, port: int, user: str, client_key: KeyPair | None,
-                 host_key: KeyPair | HostKeyTrust | None, password: str | None = None):
-        self.port, self.user = port, user
+                 host_key: KeyPair | HostKeyTrust | None, password: str | None = None,
+                 jump=None):
+        self.port, self.user, self.jump = port, user, jump  # jump: harness.vm.remote.Jump
         self.client_key, self.password = client_key, password
         if isinstance(host_key, HostKeyTrust):
             self.trust = host_key
@@ -155,17 +177,17 @@ class Connection:
     def _connect(self, timeout: float) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         self.trust.prepare(client, self.port)
-        quiet = logging.getLogger("paramiko.transport")
-        level = quiet.level
-        quiet.setLevel(logging.CRITICAL)  # paramiko logs every early banner failure as a traceback
         try:
-            client.connect("127.0.0.1", self.port, self.user,
-                           key_filename=str(self.client_key.private_path)
-                           if self.client_key else None, password=self.password,
-                           timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                           allow_agent=False, look_for_keys=False,
-                           disabled_algorithms=_only_ed25519_hostkeys()
-                           if self.trust.given else None)
+            with quiet_paramiko():
+                # Through the hypervisor's SSH to its 127.0.0.1, or straight to ours.
+                sock = self.jump.channel(self.port, timeout) if self.jump else None
+                client.connect("127.0.0.1", self.port, self.user, sock=sock,
+                               key_filename=str(self.client_key.private_path)
+                               if self.client_key else None, password=self.password,
+                               timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
+                               allow_agent=False, look_for_keys=False,
+                               disabled_algorithms=_only_ed25519_hostkeys()
+                               if self.trust.given else None)
         except paramiko.BadHostKeyException as e:
             client.close()
             raise HostKeyMismatch(
@@ -175,8 +197,6 @@ class Connection:
         except BaseException:
             client.close()
             raise
-        finally:
-            quiet.setLevel(level)
         return client
 
     def run(self, cmd: str, timeout: float, sudo: bool = True,
@@ -278,7 +298,10 @@ class _FirstUse(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
-def ssh_command(port: int, user: str, key: Path, known_hosts: Path) -> str:
-    """What a person types to get into the guest."""
-    return (f"ssh -p {port} -i {key} -o UserKnownHostsFile={known_hosts} "
+def ssh_command(port: int, user: str, key: Path, known_hosts: Path,
+                proxy: str = "") -> str:
+    """What a person types to get into the guest (`proxy`: OpenSSH's ProxyCommand
+    for a guest on a remote hypervisor)."""
+    hop = f"-o ProxyCommand={shlex.quote(proxy)} " if proxy else ""
+    return (f"ssh {hop}-p {port} -i {key} -o UserKnownHostsFile={known_hosts} "
             f"-o StrictHostKeyChecking=yes {user}@127.0.0.1")

@@ -15,20 +15,26 @@ import pytest
 
 from harness import catalog
 from harness.paths import REPO
+from tests.harness.remote_host import remote_host
 
 pytestmark = pytest.mark.vm
 SUITES = ("test_testinfra_host.py", "test_facts.py", "test_docker.py")
+LOCAL = "qemu:///system"
 
 
 @pytest.fixture(scope="module")
-def matrix_run() -> tuple[subprocess.CompletedProcess, Path]:
-    """The run, kept in artifacts/matrix-test/ (report.html included) for people to read."""
+def matrix_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The run, kept in artifacts/matrix-test/ (report.html included) for people to read,
+    over two hosts: this one, and a "remote" one reached through a real sshd of its own
+    (tests/harness/remote_host.py), one distro on each."""
     artifacts = REPO / "artifacts" / "matrix-test"
     shutil.rmtree(artifacts, ignore_errors=True)  # this test's own folder, from its last run
-    cmd = [sys.executable, "-m", "harness", "matrix", "--distro", "refos,refos-noapparmor",
-           "--offline", "--artifacts", str(artifacts), "--margin-mib", "512"]
-    cmd += [a for s in SUITES for a in ("--suite", str(REPO / "tests/suites" / s))]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1800), artifacts
+    with remote_host(tmp_path_factory.mktemp("hypervisor")) as host:
+        cmd = [sys.executable, "-m", "harness", "matrix", "--distro", "refos,refos-noapparmor",
+               "--offline", "--artifacts", str(artifacts), "--margin-mib", "512",
+               "--libvirt-uri", LOCAL, "--libvirt-uri", host.uri]
+        cmd += [a for s in SUITES for a in ("--suite", str(REPO / "tests/suites" / s))]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=1800), artifacts
 
 
 def _cases(junit: Path) -> dict[str, ET.Element]:
@@ -58,3 +64,17 @@ def test_matrix_shows_refos_noapparmor_reproducing_its_bug_not_failing(matrix_ru
     assert skipped is not None and skipped.get("message") == f"reproduces {bug.url}"
     assert f"reproduces [{bug.url}]" in (artifacts / "report.md").read_text()
     assert "expected" in result.stdout and bug.url in result.stdout
+
+
+def test_matrix_runs_one_distro_on_each_host_remote_one_through_its_ssh(matrix_run):
+    _, artifacts = matrix_run
+    status = {name: json.loads((artifacts / name / "status.json").read_text())
+              for name in ("refos", "refos-noapparmor")}
+    hosts = {s["libvirt_uri"] for s in status.values()}
+    assert len(hosts) == 2 and LOCAL in hosts, status
+    assert all(s["exit_code"] == 0 for s in status.values()), status
+    # The remote one's consoles are ptys there, streamed back into console.log here.
+    on_remote = next(n for n, s in status.items() if s["libvirt_uri"] != LOCAL)
+    xmls = list((artifacts / on_remote).rglob("domain.xml"))
+    assert xmls and all('<serial type="pty">' in x.read_text() for x in xmls), xmls
+    assert all((x.parent / "console.log").exists() for x in xmls), xmls

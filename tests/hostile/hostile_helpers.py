@@ -4,7 +4,9 @@ boot an OS (started paused, no disk)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -78,11 +80,23 @@ class Sshd:
             time.sleep(0.05)
         return self
 
-    def stop(self) -> None:
+    def stop(self, sessions: bool = False) -> None:
+        """Stop the listener; with `sessions`, also the per-connection sshd processes
+        it forked (each by its pid), so connections already open drop too."""
+        children = self._children() if sessions else []
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()  # our own child, by its pid
             self.proc.wait(10)
         self.proc = None
+
+    def _children(self) -> list[int]:
+        if not self.proc or self.proc.poll() is not None:
+            return []
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
 
 
 # -- tiny real domains -----------------------------------------------------------
@@ -90,12 +104,12 @@ class Sshd:
 
 def paused_domain(conn: libvirt.virConnect, run: runs.Run, name: str,
                   fw_cfg: tuple[tuple[str, Path], ...] = (),
-                  owner: runs.Owner | None = None) -> libvirt.virDomain:
+                  owner: runs.Owner | None = None, port: int = 0) -> libvirt.virDomain:
     """A transient domain of `run`, made from the harness's own XML, with no disk:
     started paused, so QEMU opens its files but no OS runs (cheap under TCG)."""
     spec = domain.DomainSpec(
         name=run.domain_name(name), run_id=run.id, memory_mib=64, firmware="bios", disks=(),
-        console_log=run.dir / f"{name}.console.log", ssh_port=free_port(), fw_cfg=fw_cfg,
+        console_log=run.dir / f"{name}.console.log", ssh_port=port or free_port(), fw_cfg=fw_cfg,
         owner=(owner or run.owner).attrs())
     return conn.createXML(domain.domain_xml(spec), libvirt.VIR_DOMAIN_START_PAUSED)
 

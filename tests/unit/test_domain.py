@@ -96,3 +96,13 @@ def test_fw_cfg_goes_through_sysinfo_so_libvirt_lends_the_file_to_qemu(tmp_path)
     assert (entry.get("name"), entry.get("file")) == ("opt/com.coreos/config", str(config))
     args = [a.get("value") for a in root.iter(f"{{{domain.QEMU_NS}}}arg")]
     assert "-fw_cfg" not in args
+
+
+@needs_validator
+def test_remote_guest_console_is_a_pty_to_stream_not_a_file_on_its_host(tmp_path):
+    xml = domain.domain_xml(_spec(console_stream=True))
+    _validate(tmp_path, xml)
+    serial = ET.fromstring(xml).find("devices/serial")
+    assert serial.get("type") == "pty" and serial.find("source") is None
+    local = ET.fromstring(domain.domain_xml(_spec())).find("devices/serial")
+    assert local.get("type") == "file"

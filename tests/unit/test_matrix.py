@@ -206,3 +206,12 @@ def test_distro_of_reads_the_leading_parameter_id_with_the_longest_name():
         "refos-noapparmor"
     assert matrix.distro_of("t.py::test_bug[refos-refos-noapparmor]", names) == "refos"
     assert matrix.distro_of("t.py::test_a", names) is None
+
+
+def test_place_spreads_jobs_over_hosts_before_filling_the_biggest():
+    free = {"qemu:///system": 16000, "qemu+ssh://b/system": 9000}
+    hosts = matrix.Hosts(free, margin_mib=1024)
+    first, second = hosts.acquire(1280), hosts.acquire(1280)
+    assert {first, second} == set(free)
+    hosts.release(second, 1280)
+    assert hosts.acquire(1280) == second
