@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from harness.vm import ssh
+from harness.vm import timeouts
 
 if TYPE_CHECKING:
     from harness.vm.machine import Machine
@@ -31,7 +31,8 @@ PHASES = (
           lambda m: m.console_match(r"Linux version \S+"), "boot",
           "nothing from the kernel: check the catalog's firmware and the boot loader in "
           "the console log"),
-    Phase("ssh", "SSH banner", "to SSH", lambda m: ssh.banner(m.port), "boot",
+    Phase("ssh", "SSH banner", "to SSH", lambda m: m._ssh.probe(timeouts.get("banner")),
+          "boot",
           "sshd does not listen: did the guest read its seed? look for cloud-init or "
           "Ignition in the console log"),
     Phase("command", "first command", "to first command", lambda m: m._answers(), "boot",

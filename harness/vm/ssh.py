@@ -62,12 +62,30 @@ class Result:
 def banner(port: int, timeout: float = 2.0) -> str | None:
     """The SSH banner on 127.0.0.1:port, or None. QEMU accepts the TCP
     connection before the guest listens, so only the banner proves sshd is up."""
+    found = peek_banner(port, timeout)
+    if found is None:
+        return None
+    found[0].close()
+    return found[1]
+
+
+def peek_banner(port: int, timeout: float) -> tuple[socket.socket, str] | None:
+    """An open connection to 127.0.0.1:port whose sshd has sent its banner, and the
+    banner; or None. The banner is peeked, not read (MSG_PEEK), so paramiko can
+    run the whole handshake on this connection: each new connection makes the
+    guest's sshd start a process of its own, which costs seconds under emulation."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            data = s.recv(256)
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     except OSError:
         return None
-    return data.decode(errors="replace").strip() if data.startswith(b"SSH-") else None
+    try:
+        data = s.recv(256, socket.MSG_PEEK)
+    except OSError:
+        data = b""
+    if not data.startswith(b"SSH-"):
+        s.close()
+        return None
+    return s, data.decode(errors="replace").splitlines()[0].strip()
 
 
 @dataclass
@@ -151,6 +169,23 @@ class Connection:
             self.trust = HostKeyTrust(host_key is not None, [] if host_key is None else
                                       [("ssh-ed25519", host_key.public_blob)])
         self._client: paramiko.SSHClient | None = None
+        self._probed: socket.socket | None = None  # a connection whose banner arrived
+
+    def probe(self, timeout: float) -> str | None:
+        """The guest's SSH banner, or None when sshd does not answer yet. The
+        connection that carried it is kept, and the next connect authenticates on
+        it: polling the banner and logging in cost the guest one sshd process."""
+        self._drop_probe()
+        found = peek_banner(self.port, timeout)
+        if found is None:
+            return None
+        self._probed, text = found
+        return text
+
+    def _drop_probe(self) -> None:
+        if self._probed is not None:
+            self._probed.close()
+            self._probed = None
 
     def _connect(self, timeout: float) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
@@ -158,8 +193,9 @@ class Connection:
         quiet = logging.getLogger("paramiko.transport")
         level = quiet.level
         quiet.setLevel(logging.CRITICAL)  # paramiko logs every early banner failure as a traceback
+        sock, self._probed = self._probed, None  # a stale one fails: the next try is new
         try:
-            client.connect("127.0.0.1", self.port, self.user,
+            client.connect("127.0.0.1", self.port, self.user, sock=sock,
                            key_filename=str(self.client_key.private_path)
                            if self.client_key else None, password=self.password,
                            timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
@@ -206,6 +242,7 @@ class Connection:
         return self._client.open_sftp()
 
     def close(self) -> None:
+        self._drop_probe()
         if self._client:
             self._client.close()
             self._client = None
