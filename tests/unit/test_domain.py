@@ -96,3 +96,20 @@ def test_fw_cfg_goes_through_sysinfo_so_libvirt_lends_the_file_to_qemu(tmp_path)
     assert (entry.get("name"), entry.get("file")) == ("opt/com.coreos/config", str(config))
     args = [a.get("value") for a in root.iter(f"{{{domain.QEMU_NS}}}arg")]
     assert "-fw_cfg" not in args
+
+
+def test_qemu_gets_no_usb_controller_from_libvirt():
+    """What libvirt itself makes of the XML (its QEMU arguments): no USB controller,
+    which bare QEMU does not have either and which costs boot time under TCG."""
+    libvirt = pytest.importorskip("libvirt")
+    try:
+        conn = libvirt.open("qemu:///system")
+    except libvirt.libvirtError as e:
+        pytest.skip(f"libvirt is not reachable: {e}")
+    try:
+        argv = conn.domainXMLToNative("qemu-argv", domain.domain_xml(
+            _spec(firmware="bios", disks=())), 0)
+    finally:
+        conn.close()
+    assert "qemu-system" in argv
+    assert "usb" not in argv.replace("usb=off", "")
