@@ -55,37 +55,32 @@ def harness_boot(session: Session, recipe: Recipe, name: str = "bench-cold"
 
 
 def boot_pairs(session: Session, recipe: Recipe, pairs: int) -> tuple[Machine, dict]:
-    """Harness and bare QEMU boots to the first command, alternating in one run
-    (bare first in even pairs, so a load that drifts falls on both alike).
+    """Harness and bare QEMU boots to the first command, alternating in one run:
+    harness, bare, harness, bare, ...
 
-    The last boot is a harness boot to "boot finished", kept up for the next
-    figures; the others stop at the first command (the catalog's ready commands
-    are left out: they come after what is measured)."""
+    The last harness boot goes on to "boot finished" and is kept for the next
+    figures, paused while the last bare boot runs so that it takes no CPU from it;
+    the others stop at the first command (the catalog's ready commands are left
+    out: they come after what is measured)."""
     quick = replace(recipe, distro=replace(recipe.distro,
                                            boot=replace(recipe.distro.boot, ready=())))
-    runs_: list[dict] = []
+    done: list[dict] = []
     kept = None
-    for i in range(pairs):
-        last = i == pairs - 1
-        pair = {}
-        for kind in (("bare", "harness") if i % 2 == 0 else ("harness", "bare")):
-            if kind == "bare":
-                pair["bare"] = bare_boot(recipe.distro, recipe.image, OUT / f"bare{i + 1}",
-                                         session.accel)
-                continue
-            m, pair["harness"] = harness_boot(session, recipe if last else quick,
-                                              f"bench-boot{i + 1}")
-            if last:
-                kept = m
-            else:
-                m.destroy()
-        pair["ratio"] = round(pair["harness"]["to_first_command_s"]
-                              / pair["bare"]["to_first_command_s"], 3)
-        log.info("bench: pair %d: harness %.1fs, bare %.1fs, ratio %.3f", i + 1,
-                 pair["harness"]["to_first_command_s"], pair["bare"]["to_first_command_s"],
-                 pair["ratio"])
-        runs_.append(pair)
-    return kept, _pair_summary(runs_)
+    for i in range(1, pairs + 1):
+        last = i == pairs
+        m, harness = harness_boot(session, recipe if last else quick, f"bench-boot{i}")
+        if last:
+            kept = m
+            m.res.domain.suspend()
+        else:
+            m.destroy()
+        bare = bare_boot(recipe.distro, recipe.image, OUT / f"bare{i}", session.accel)
+        ratio = round(harness["to_first_command_s"] / bare["to_first_command_s"], 3)
+        log.info("bench: pair %d: harness %.1fs, bare %.1fs, ratio %.3f", i,
+                 harness["to_first_command_s"], bare["to_first_command_s"], ratio)
+        done.append({"harness": harness, "bare": bare, "ratio": ratio})
+    kept.res.domain.resume()
+    return kept, _pair_summary(done)
 
 
 def _pair_summary(pairs: list[dict]) -> dict:
