@@ -306,6 +306,7 @@ def main() -> int:
     result["bench_seconds"] = round(time.monotonic() - started, 1)
     (OUT / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
+    print(phases_line(result))
     print(f"\nwritten: {OUT / 'bench.json'}")
     return 0
 
@@ -331,6 +332,12 @@ TARGETS = [
     ("harness peak RSS (MiB)", "memory.harness_peak_rss_mib", "", None, ""),
     ("QEMU peak RSS (MiB)", "memory.qemu_peak_rss_mib", "", None, ""),
 ]
+
+
+def phases_line(result: dict) -> str:
+    """Where the harness's boot goes (medians of the pairs), for finding what it adds."""
+    phases = _get(result, "boot.phases_median_s") or {}
+    return "harness boot, median seconds: " + ", ".join(f"{k} {v}" for k, v in phases.items())
 
 
 def _get(result: dict, dotted: str):
