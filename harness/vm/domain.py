@@ -181,6 +181,9 @@ def domain_xml(spec: DomainSpec) -> str:
                           ("on_crash", "destroy")):
         _sub(root, event, action)
     devices = _sub(root, "devices")
+    # libvirt adds a USB controller to machine `pc` unless told not to; bare QEMU has
+    # none, and under TCG the firmware and kernel pay for probing it at every boot.
+    _sub(devices, "controller", type="usb", model="none")
     for disk in spec.disks:
         _disk(devices, disk)
     _console(devices, spec.console_log, spec.console_stream)

@@ -305,8 +305,9 @@ class Machine:
                                self.session.jump.proxy_command() if self.remote else "")
 
     def ssh_banner(self) -> str | None:
-        """The guest sshd's banner on its forwarded port (through a remote hypervisor)."""
-        return ssh.banner(self.port, jump=self.session.jump)
+        """The guest sshd's banner on its forwarded port (through a remote hypervisor);
+        the connection that carried it is kept for the first login."""
+        return self._ssh.probe(timeouts.get("banner"))
 
     def destroy(self) -> None:
         """Remove domain, volumes and port; safe to call twice and on a half-made machine."""

@@ -64,18 +64,39 @@ def banner(port: int, timeout: float = 2.0, jump=None) -> str | None:
     """The SSH banner on 127.0.0.1:port (of the hypervisor, through `jump`, a
     harness.vm.remote.Jump), or None. QEMU accepts the TCP connection before the
     guest listens, so only the banner proves sshd is up."""
+    if jump is None:
+        found = peek_banner(port, timeout)
+        if found is None:
+            return None
+        found[0].close()
+        return found[1]
     try:
-        if jump is not None:
-            chan = jump.channel(port, timeout)
-            chan.settimeout(timeout)
-            with contextlib.closing(chan):
-                data = chan.recv(256)
-        else:
-            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-                data = s.recv(256)
+        chan = jump.channel(port, timeout)
+        chan.settimeout(timeout)
+        with contextlib.closing(chan):
+            data = chan.recv(256)
     except (OSError, EOFError, paramiko.SSHException):
         return None
     return data.decode(errors="replace").strip() if data.startswith(b"SSH-") else None
+
+
+def peek_banner(port: int, timeout: float) -> tuple[socket.socket, str] | None:
+    """An open connection to 127.0.0.1:port whose sshd has sent its banner, and the
+    banner; or None. The banner is peeked, not read (MSG_PEEK), so paramiko can
+    run the whole handshake on this connection: each new connection makes the
+    guest's sshd start a process of its own, which costs seconds under emulation."""
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except OSError:
+        return None
+    try:
+        data = s.recv(256, socket.MSG_PEEK)
+    except OSError:
+        data = b""
+    if not data.startswith(b"SSH-"):
+        s.close()
+        return None
+    return s, data.decode(errors="replace").splitlines()[0].strip()
 
 
 @dataclass
@@ -173,14 +194,36 @@ class Connection:
             self.trust = HostKeyTrust(host_key is not None, [] if host_key is None else
                                       [("ssh-ed25519", host_key.public_blob)])
         self._client: paramiko.SSHClient | None = None
+        self._probed: socket.socket | None = None  # a connection whose banner arrived
+
+    def probe(self, timeout: float) -> str | None:
+        """The guest's SSH banner, or None when sshd does not answer yet. The
+        connection that carried it is kept, and the next connect authenticates on
+        it: polling the banner and logging in cost the guest one sshd process.
+        Through a jump the channel cannot be peeked, so it is a plain probe."""
+        self._drop_probe()
+        if self.jump:
+            return banner(self.port, timeout, self.jump)
+        found = peek_banner(self.port, timeout)
+        if found is None:
+            return None
+        self._probed, text = found
+        return text
+
+    def _drop_probe(self) -> None:
+        if self._probed is not None:
+            self._probed.close()
+            self._probed = None
 
     def _connect(self, timeout: float) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
         self.trust.prepare(client, self.port)
+        # Through the hypervisor's SSH to its 127.0.0.1, or on the probe's connection.
+        sock, self._probed = self._probed, None  # a stale one fails: the next try is new
         try:
             with quiet_paramiko():
-                # Through the hypervisor's SSH to its 127.0.0.1, or straight to ours.
-                sock = self.jump.channel(self.port, timeout) if self.jump else None
+                if self.jump:
+                    sock = self.jump.channel(self.port, timeout)
                 client.connect("127.0.0.1", self.port, self.user, sock=sock,
                                key_filename=str(self.client_key.private_path)
                                if self.client_key else None, password=self.password,
@@ -226,6 +269,7 @@ class Connection:
         return self._client.open_sftp()
 
     def close(self) -> None:
+        self._drop_probe()
         if self._client:
             self._client.close()
             self._client = None

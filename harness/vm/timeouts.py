@@ -7,6 +7,7 @@ from harness import settings
 BASE = {
     "boot": 60,  # domain start to the first SSH banner
     "ssh_command": 15,  # one command, once connected
+    "banner": 1,  # a connection to the guest's sshd until its banner (a new sshd process)
     "ready": 60,  # SSH to "boot finished" (systemd, cloud-init)
     "reboot": 60,  # reboot request to the new boot answering
     "shutdown": 30,

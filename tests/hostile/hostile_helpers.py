@@ -58,6 +58,7 @@ class Sshd:
     client: keys.KeyPair
     host_key: keys.KeyPair
     proc: subprocess.Popen | None = None
+    log: Path | None = None  # when set, sshd logs every connection (VERBOSE) there
 
     def start(self, host_key: keys.KeyPair | None = None) -> Sshd:
         """(Re)start with `host_key` (default: the current one) on the same port."""
@@ -69,9 +70,11 @@ class Sshd:
             f"HostKey {self.host_key.private_path}", f"PidFile {self.dir / 'sshd.pid'}",
             f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
             "PermitRootLogin prohibit-password", "PasswordAuthentication yes", "UsePAM no",
-            "StrictModes no", "KbdInteractiveAuthentication no", "LogLevel ERROR", ""]))
+            "StrictModes no", "KbdInteractiveAuthentication no",
+            f"LogLevel {'VERBOSE' if self.log else 'ERROR'}", ""]))
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
-        self.proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)],
+        logging = ["-E", str(self.log)] if self.log else ["-e"]
+        self.proc = subprocess.Popen([str(SSHD), "-D", *logging, "-f", str(config)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while ssh.banner(self.port, timeout=0.5) is None:
