@@ -41,8 +41,7 @@ REF = "refos/x86_64/stable"
 # README.Debian asks for.
 ROOT_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
 # Kept under /var, which every deployment shares (docs/adapting-existing.md).
-TO_VAR = {"home": "home", "root": "roothome", "srv": "srv", "mnt": "mnt", "opt": "opt",
-          "media": "media"}
+TO_VAR = {"home": "home", "root": "roothome", "srv": "srv", "mnt": "mnt", "opt": "opt"}
 
 
 def build_disk(out: Path, tree: Path, variant: dict, version: str, build_id: str) -> None:
@@ -53,16 +52,29 @@ def build_disk(out: Path, tree: Path, variant: dict, version: str, build_id: str
     work.mkdir()
     esp_efi = work / "BOOTX64.EFI"
     _grub_efi(tree, esp_efi)
-    var = work / "var"
-    with step("refos-ostree: OSTree layout, commit, deploy", "image"):
-        _ostree_layout(tree, var)
-        sysroot = work / "sysroot"
-        boot_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"refos-ostree-boot-{build_id}"))
-        _deploy(tree, sysroot, var, variant["kargs"], version, boot_uuid)
-    _remove_tree(tree)
-    with step(f"disk refos-ostree.qcow2 (version {version})", "image"):
-        _disk(work, sysroot, esp_efi, variant["disk"], boot_uuid, out / "refos-ostree.qcow2")
+    var, sysroot = work / "var", work / "sysroot"
+    boot_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"refos-ostree-boot-{build_id}"))
+    try:
+        with step("refos-ostree: OSTree layout, commit, deploy", "image"):
+            _ostree_layout(tree, var)
+            _deploy(tree, sysroot, var, variant["kargs"], version, boot_uuid)
+        _remove_tree(tree)
+        with step(f"disk refos-ostree.qcow2 (version {version})", "image"):
+            _disk(work, sysroot, esp_efi, variant["disk"], boot_uuid,
+                  out / "refos-ostree.qcow2")
+    finally:
+        _mutable(sysroot)
     _remove_tree(work)
+
+
+def _mutable(sysroot: Path) -> None:
+    """`ostree admin deploy` makes each deployment's root immutable (chattr +i), so that
+    nothing is written into / by mistake; lift it here, or the build's scratch cannot be
+    removed."""
+    deployments = sorted(sysroot.glob("ostree/deploy/*/deploy/*.[0-9]*"))
+    dirs = [str(d) for d in deployments if d.is_dir() and not d.is_symlink()]
+    if dirs:
+        _run("chattr", "-i", *dirs)
 
 
 def _prepare_tree(tree: Path, debs: Path, variant: dict, version: str,
@@ -140,6 +152,7 @@ def _deploy(tree: Path, sysroot: Path, var: Path, kargs: list[str], version: str
             boot_uuid: str) -> None:
     """init-fs, os-init, commit, deploy; then the first GRUB menu, as 15_ostree writes it."""
     repo = f"--repo={sysroot}/ostree/repo"
+    sysroot.mkdir()
     _ostree("admin", "init-fs", str(sysroot))
     # No boot loader while deploying here: grub-mkconfig needs the real disk. The
     # first menu is written below by OSTree's own generator instead.
@@ -171,7 +184,9 @@ def _grub_menu(sysroot: Path, boot_uuid: str) -> None:
                    bootversion, env=env, capture_output=True, text=True).stdout
     if "menuentry" not in entries:
         raise BuildError(f"ostree admin instutil grub2-generate wrote no menu entry:\n{entries}")
-    (loader / "grub.cfg").write_text("set default=0\nset timeout=1\n" + entries)
+    # The entries call load_video, which 00_header defines.
+    header = "set default=0\nset timeout=1\nfunction load_video {\n  insmod all_video\n}\n"
+    (loader / "grub.cfg").write_text(header + entries)
     (boot / "grub").mkdir()
     (boot / "grub/grub.cfg").symlink_to("../loader/grub.cfg")
 
