@@ -226,6 +226,7 @@ class SaveCache:
         its record, or None when it does not fit under the size limit."""
         limit = settings.get("HARNESS_SAVE_CACHE_MAX_MIB") * 2**20
         p = storage.pool(self.conn)
+        storage.refresh(p)  # libvirt, not the pool API, made the NVRAM file
         sizes = saved.file.stat().st_size + sum(
             p.storageVolLookupByName(machine.volume(k)).info()[2]
             for k in self._kinds(saved, machine))
@@ -326,10 +327,12 @@ class SaveCache:
             (removed if self.discard(key) else busy).append(key)
         p = storage.pool(self.conn)
         storage.refresh(p)
-        for vol in p.listAllVolumes(0):
-            m = re.fullmatch(rf"{VOLUME_PREFIX}([0-9a-f]+)\..+", vol.name())
-            if m and not (self.entry(m[1]) / "meta.json").exists() and self.discard(m[1]):
-                removed.append(m[1])
+        strays = {m[1] for vol in p.listAllVolumes(0)
+                  if (m := re.fullmatch(rf"{VOLUME_PREFIX}([0-9a-f]+)\..+", vol.name()))}
+        strays |= {d.name for d in self.root.iterdir() if d.is_dir()}  # a keep cut short
+        for key in strays - set(removed) - set(busy):
+            if not (self.entry(key) / "meta.json").exists() and self.discard(key):
+                removed.append(key)
         return sorted(set(removed)), busy
 
     def close(self) -> None:

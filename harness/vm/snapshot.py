@@ -146,7 +146,12 @@ class Templates:
             meta = None if fresh else self.cache.load(ckey)
             if meta is not None:
                 log.info("%s: warm start from saved %s", machine.name, ckey)
-                return self._warm(key, ckey, meta, machine.recipe)
+                try:
+                    return self._warm(key, ckey, meta, machine.recipe)
+                except (savecache.SaveFormatError, OSError, libvirt.libvirtError) as e:
+                    log.warning("%s: the kept save %s does not restore (%s); booting cold "
+                                "to replace it", machine.name, ckey, e)
+                    self.cache.discard(ckey, locked=True)
             template = boot_template()
             saved = save(template, key)
             if not savecache.persistable(self.conn, template.seed) or \
