@@ -1,19 +1,23 @@
 """`make bench` stopped with SIGTERM in the parts that boot besides its first machine:
 two VMs booting at once in threads, and the suites run in a pytest child. Real
 processes, real libvirt: the part is started in a process of its own, killed with
-SIGTERM once a domain of it exists, then the host is searched for leftovers of
-every run it started."""
+SIGTERM as soon as it makes a machine's first volume, then the host is searched
+for leftovers of every run it started (volumes, owner marker included, and
+domains)."""
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import libvirt
 import pytest
 
+from harness.vm import runs, storage
 from tests.helpers import REPO
-from tests.hostile.test_killed_entry_points import _descendants, _leftovers
+from tests.hostile.test_killed_entry_points import _descendants
 
 pytestmark = pytest.mark.vm
 
@@ -24,27 +28,33 @@ PARTS = {
 }
 DRIVER = """
 import sys
+from pathlib import Path
 from harness import catalog
 from harness.vm.session import Options, Session, unwind_on_sigterm
 from tools import bench
 DISTRO = {distro!r}
-with unwind_on_sigterm(), Session(Options(saves=False, artifacts={artifacts!r})) as s:
+with unwind_on_sigterm(), Session(Options(saves=False, artifacts=Path({artifacts!r}))) as s:
     {part}
 """
 
 
-def _domains_of(conn, pids: set[int]) -> list[str]:
-    from harness.vm import domain
+def _runs_of(conn, pids: set[int]) -> set[str]:
+    """Runs (ids) whose owner marker names one of `pids` and that made a volume
+    besides the marker: SIGTERM then lands while machines are being made."""
+    pool = storage.pool(conn)
+    with contextlib.suppress(libvirt.libvirtError):  # another run's volume job
+        storage.refresh(pool)
+    names = [v.name() for v in pool.listAllVolumes(0)]
+    mine = {m[0] for n in names if (m := runs.owner_of_marker(n)) and m[1].pid in pids}
+    return {r for r in mine if any(n.startswith(f"run-{r}-") for n in names)}
 
-    names = []
-    for dom in conn.listAllDomains(0):
-        try:
-            made = domain.owner_of(dom.XMLDesc(0))
-        except Exception:  # gone meanwhile
-            continue
-        if made and made[1].get("pid", "").isdigit() and int(made[1]["pid"]) in pids:
-            names.append(dom.name())
-    return names
+
+def _leftovers(conn, run_id: str) -> list[str]:
+    pool = storage.pool(conn)
+    storage.refresh(pool)
+    return [d.name() for d in conn.listAllDomains(0) if d.name().startswith(
+        f"harness-{run_id}-")] + [v.name() for v in pool.listAllVolumes(0)
+                                  if v.name().startswith(f"run-{run_id}")]
 
 
 @pytest.mark.parametrize("part", sorted(PARTS))
@@ -56,23 +66,26 @@ def test_bench_part_stopped_with_sigterm_leaves_no_domain_or_volume(libvirt_conn
                             env={**os.environ, "HARNESS_TEST_HOLD": "1"},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: set[str] = set()
+    out = ""
     try:
         deadline = time.monotonic() + 600
         while not seen and time.monotonic() < deadline and proc.poll() is None:
-            seen.update(_domains_of(libvirt_conn, _descendants(proc.pid)))
-            time.sleep(0.5)
-        assert seen, "no domain appeared"
-        time.sleep(2)  # the second boot of two_at_once gets under way too
-        seen.update(_domains_of(libvirt_conn, _descendants(proc.pid)))
-        pids = _descendants(proc.pid)
+            pids = _descendants(proc.pid)
+            seen = _runs_of(libvirt_conn, pids)
+            time.sleep(0.05)
+        if not seen:
+            proc.kill()
+            pytest.fail(f"no machine was being made:\n{proc.communicate()[0][-3000:]}")
         os.kill(proc.pid, signal.SIGTERM)  # the process this test started
         stopped = time.monotonic()
         out = proc.communicate(timeout=300)[0]
         assert time.monotonic() - stopped < 120, out[-3000:]
-        assert not [p for p in pids if os.path.exists(f"/proc/{p}")], "a child outlived it"
+        assert not [p for p in pids if p != proc.pid and os.path.exists(f"/proc/{p}")], \
+            "a child outlived it"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    for name in seen:
-        assert _leftovers(libvirt_conn, name) == [], out[-3000:]
+    time.sleep(2)  # nothing is made after the process ended
+    for run_id in seen:
+        assert _leftovers(libvirt_conn, run_id) == [], out[-3000:]
