@@ -11,7 +11,8 @@ accelerator. A changed input is a new key, so never a wrong restore.
 An entry holds the memory image and what the guest was given (its SSH client
 key, its host key, the host keys it was trusted with), in a 0700 folder with
 0600 files; its frozen disk, NVRAM and seed are pool volumes named
-`save-<key>.*`, which no sweep of a run touches (only eviction and
+`save-<tag>-<key>.*` (the tag names the cache folder: the pool is shared by
+every cache on the host), which no sweep of a run touches (only eviction and
 `harness clean --saves` remove them).
 
 Parallel sessions: libvirt restores a save only under the name and UUID stored
@@ -178,6 +179,9 @@ class SaveCache:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
         self._use: dict[str, int] = {}
+        # The pool is shared by every cache folder on the host (users, CI jobs, tests):
+        # volume names carry this folder's tag, so no cache takes another's volumes.
+        self.tag = hashlib.sha256(str(self.root.resolve()).encode()).hexdigest()[:8]
 
     # -- paths -----------------------------------------------------------------
 
@@ -185,7 +189,7 @@ class SaveCache:
         return self.root / key
 
     def volume(self, key: str, kind: str) -> str:
-        return f"{VOLUME_PREFIX}{key}.{kind}"
+        return f"{VOLUME_PREFIX}{self.tag}-{key}.{kind}"
 
     def _lock(self, key: str, kind: str, mode: int) -> int | None:
         return _flock(self.root / f"{key}.{kind}.lock", mode)
@@ -328,7 +332,8 @@ class SaveCache:
         p = storage.pool(self.conn)
         storage.refresh(p)
         strays = {m[1] for vol in p.listAllVolumes(0)
-                  if (m := re.fullmatch(rf"{VOLUME_PREFIX}([0-9a-f]+)\..+", vol.name()))}
+                  if (m := re.fullmatch(rf"{VOLUME_PREFIX}{self.tag}-([0-9a-f]+)\..+",
+                                        vol.name()))}
         strays |= {d.name for d in self.root.iterdir() if d.is_dir()}  # a keep cut short
         for key in strays - set(removed) - set(busy):
             if not (self.entry(key) / "meta.json").exists() and self.discard(key):

@@ -41,10 +41,12 @@ def _entry(cache: savecache.SaveCache, key: str, mib: int, used: float, tmp: Pat
     storage.upload(storage.pool(cache.conn), cache.volume(key, "disk.qcow2"), tmp / "payload")
 
 
-def _volumes(conn: libvirt.virConnect, key: str) -> list[str]:
+def _volumes(conn: libvirt.virConnect, key: str, cache: savecache.SaveCache | None = None
+             ) -> list[str]:
     pool = storage.pool(conn)
     storage.refresh(pool)
-    return [v.name() for v in pool.listAllVolumes(0) if v.name().startswith(f"save-{key}.")]
+    prefix = (cache or savecache.SaveCache(conn)).volume(key, "")
+    return [v.name() for v in pool.listAllVolumes(0) if v.name().startswith(prefix)]
 
 
 def _held(cache: savecache.SaveCache, key: str) -> int:
@@ -72,6 +74,9 @@ def test_clean_keeps_saves_and_clean_saves_empties_the_cache(cache, tmp_path, ru
         _entry(cache, key, 1, time.time(), tmp_path)
     storage.upload(storage.pool(cache.conn), cache.volume("ffff06", "disk.qcow2"),
                    tmp_path / "payload")  # a stray volume of a save never completed
+    other = savecache.SaveCache(cache.conn, tmp_path / "other-users-cache")
+    theirs = other.volume("abcd07", "disk.qcow2")  # the pool is shared by every cache
+    storage.upload(storage.pool(cache.conn), theirs, tmp_path / "payload")
     harness = [str(REPO / ".venv/bin/harness"), "clean"]
     env = {**os.environ}
     subprocess.run(harness, env=env, check=True, capture_output=True)
@@ -86,6 +91,10 @@ def test_clean_keeps_saves_and_clean_saves_empties_the_cache(cache, tmp_path, ru
     assert not cache.entry("dddd04").exists() and not _volumes(cache.conn, "dddd04")
     assert not _volumes(cache.conn, "ffff06")
     assert cache.entry("eeee05").exists()
+    try:
+        assert _volumes(cache.conn, "abcd07", other) == [theirs]
+    finally:
+        storage.delete_volumes(cache.conn, theirs)
 
 
 def test_two_runs_restore_one_save_at_once_under_names_of_their_own(libvirt_conn, runtime,
