@@ -100,6 +100,19 @@ def cmd_clean(args: argparse.Namespace) -> int:
         raise SessionError(f"cannot connect to libvirt at {args.libvirt_uri}: {e}") from None
     removed = runs.sweep(conn)
     print(f"removed {len(removed)} leftover(s) of dead runs" if removed else "nothing to clean")
+    if args.saves:
+        return _clean_saves(conn)
+    return 0
+
+
+def _clean_saves(conn: libvirt.virConnect) -> int:
+    """Empty the warm cache of saved machines (what a live session uses stays)."""
+    from harness.vm import savecache
+
+    gone, busy = savecache.SaveCache(conn).clear()
+    print(f"removed {len(gone)} saved machine(s)")
+    if busy:
+        print(f"left {len(busy)} in use by a running session: {', '.join(busy)}")
     return 0
 
 
@@ -354,6 +367,8 @@ def parser() -> argparse.ArgumentParser:
                     help="leave the VM up when the bug shows, and print the ssh command")
     rp.set_defaults(func=cmd_repro)
     c = sub.add_parser("clean", help="remove what killed runs left behind")
+    c.add_argument("--saves", action="store_true",
+                   help="also empty the cache of saved machines (warm starts)")
     c.set_defaults(func=cmd_clean)
     m = sub.add_parser("matrix", help="run the suites over several distros, then the report")
     m.add_argument("--distro", default="all", help="a,b,c or all (default: all)")

@@ -47,6 +47,13 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a whole number, zero or more")
+    return value
+
+
 def _flag(text: str) -> bool:
     if text not in ("0", "1"):
         raise ValueError("must be 0 or 1")
@@ -82,6 +89,9 @@ SETTINGS = {s.name: s for s in (
             "1 accepts a digest read over plain HTTP (logged each time)"),
     Setting("HARNESS_IMAGE_MAX_MIB", _positive_int, 32768,
             "the largest image an archive may unpack to, in MiB"),
+    Setting("HARNESS_SAVE_CACHE_MAX_MIB", _non_negative_int, 8192,
+            "MiB of saved machines kept across runs (least recently used go first); "
+            "0 keeps none"),
     Setting("HARNESS_BENCH_DISTRO", _word, "refos", "the distro `make bench` boots"),
 )}
 # HARNESS_IMAGE_<DISTRO> (or a catalog entry's own `image.env`) names a local image file;

@@ -256,10 +256,15 @@ class Machine:
                                 saved.vsize)
                 nvram = storage.clone(self.conn, saved.nvram_volume, self.volume("VARS.fd")) \
                     if saved.nvram_volume else ""
+                if saved.seed_volume:  # a copy of its own: the save's may outlive this run
+                    storage.clone(self.conn, saved.seed_volume, self.volume("seed.iso"))
+                run = self.session.run
 
                 def restore(port: int) -> libvirt.virDomain:
-                    self.xml = snapshot.retarget(saved.xml, self.volume("disk.qcow2"), nvram,
-                                                 self.console_log, port, self.session.run.id)
+                    self.xml = snapshot.retarget(
+                        saved.xml, self.volume("disk.qcow2"), nvram, self.console_log, port,
+                        run.id, run.owner.attrs(),
+                        self.volume("seed.iso") if saved.seed_volume else "")
                     (self.dir / "domain.xml").write_text(self.xml)
                     self.conn.restoreFlags(str(saved.file), self.xml,
                                            libvirt.VIR_DOMAIN_SAVE_PAUSED if self.remote

@@ -218,9 +218,12 @@ def sweep(conn: libvirt.virConnect, finished: frozenset[str] = frozenset()) -> l
     removed: list[str] = []
     left: set[str] = set()
     for dom in conn.listAllDomains(0):
-        if not dom.name().startswith(DOMAIN_PREFIX):
+        try:
+            if not dom.name().startswith(DOMAIN_PREFIX):
+                continue
+            made = domain.owner_of(dom.XMLDesc(0))
+        except libvirt.libvirtError:  # another run removed it since the listing
             continue
-        made = domain.owner_of(dom.XMLDesc(0))
         if made and _dead(made[0], Owner.from_attrs(made[1]), finished, left):
             destroy_domain(dom)
             removed.append(f"domain {dom.name()}")

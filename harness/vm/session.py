@@ -20,7 +20,7 @@ from harness import catalog, images, settings
 from harness.images import LocalImage, fetch
 from harness.log import log
 from harness.paths import REPO
-from harness.vm import accel, remote, runs, snapshot
+from harness.vm import accel, remote, runs, savecache, snapshot
 from harness.vm.machine import KernelBoot, Machine, Recipe
 
 
@@ -115,7 +115,8 @@ class Session:
         except (libvirt.libvirtError, OSError) as e:  # UnsafeRuntimeDir is an OSError
             self.conn.close()
             raise SessionError(f"cannot start a run: {e}") from None
-        self.templates = snapshot.Templates(self.conn) if self.options.saves else None
+        self.templates = snapshot.Templates(
+            self.conn, savecache.SaveCache(self.conn), self.run) if self.options.saves else None
         log.info("harness: run %s (%s)", self.run.id, self.run.dir)
         return self
 

@@ -8,7 +8,9 @@ console log, in seconds instead of a boot.
 
 libvirt restores a save only under the domain's original name and UUID, so one
 save serves one running copy at a time: `Templates.restore()` first removes the
-copy that holds the identity. Parallel workers each have their own saves.
+copy that holds the identity. Saves outlive the run in the warm cache
+(harness.vm.savecache): a session restores from its own copy of a kept save,
+under a name and UUID of its own, so parallel sessions never collide.
 After a restore the guest's clock is set from the host's; its boot id is the
 template's, so tests that need a real boot still call `reboot()`.
 """
@@ -23,7 +25,7 @@ from xml.etree import ElementTree as ET
 import libvirt
 
 from harness.log import log, step
-from harness.vm import domain, storage
+from harness.vm import domain, runs, savecache, storage
 
 
 @dataclass
@@ -37,12 +39,15 @@ class Saved:
     disk_path: str
     vsize: int
     nvram_volume: str
-    volume_prefix: str
-    template: object  # the Machine that was saved (keys, seed, distro)
+    volume_prefix: str  # the run's volumes this save owns; "" when the cache owns them
+    template: object  # the Machine that was saved, or a savecache.Template
     seconds: float
+    seed_volume: str = ""
+    warm: bool = False  # restored from the cache, not saved in this run
 
     def close(self, conn: libvirt.virConnect) -> None:
-        storage.delete_volumes(conn, self.volume_prefix)
+        if self.volume_prefix:
+            storage.delete_volumes(conn, self.volume_prefix)
         self.file.unlink(missing_ok=True)
 
 
@@ -63,17 +68,20 @@ def save(machine, key: str) -> Saved:
                  vsize=storage.capacity(machine.conn, machine.volume("disk.qcow2")),
                  nvram_volume=Path(nvram.text).name if nvram is not None else "",
                  volume_prefix=prefix, template=machine,
-                 seconds=round(time.monotonic() - started, 2))
+                 seconds=round(time.monotonic() - started, 2),
+                 seed_volume=machine.volume("seed.iso") if machine.seed.disk else "")
 
 
 def retarget(xml: str, disk_volume: str, nvram: str, console: Path, port: int,
-             run_id: str) -> str:
-    """The saved XML with this copy's disk, NVRAM, console log and port forward.
-    Only what libvirt lets a restore change: nothing of the guest's ABI."""
+             run_id: str, owner: dict[str, str] | None = None, seed_volume: str = "") -> str:
+    """The saved XML with this copy's disk, seed, NVRAM, console log, port forward and
+    owner (the run that made the copy, for sweeps). Only what libvirt lets a restore
+    change: nothing of the guest's ABI."""
     root = ET.fromstring(xml)
     for disk in root.iter("disk"):
-        if disk.find("target").get("dev") == "vda":
-            disk.find("source").set("volume", disk_volume)
+        dev = disk.find("target").get("dev")
+        if dev == "vda" or (dev == "vdb" and seed_volume):
+            disk.find("source").set("volume", disk_volume if dev == "vda" else seed_volume)
             for store in disk.findall("backingStore"):
                 disk.remove(store)
     if nvram and (el := root.find("os/nvram")) is not None:
@@ -89,37 +97,93 @@ def retarget(xml: str, disk_volume: str, nvram: str, console: Path, port: int,
     meta = root.find(f"metadata/{{{domain.HARNESS_NS}}}run")
     if meta is not None:
         meta.set("id", run_id)
+        for name, value in (owner or {}).items():
+            meta.set(name, value)
     return ET.tostring(root, encoding="unicode")
 
 
 class Templates:
-    """Per session: one cold boot per distinct machine recipe (`Recipe.key()`), saved;
-    then every machine of that recipe is restored from the save. Only one copy of
-    a save runs at a time: restoring evicts (destroys) the previous holder."""
+    """Per session: one save per distinct machine recipe (`Recipe.key()`), taken from
+    the warm cache when it holds one (harness.vm.savecache), else made by a cold boot
+    and kept there; every machine of that recipe is restored from it. Only one copy
+    of a save runs at a time in a session: restoring evicts the previous holder."""
 
-    def __init__(self, conn: libvirt.virConnect):
-        self.conn = conn
+    def __init__(self, conn: libvirt.virConnect, cache: "savecache.SaveCache | None" = None,
+                 run=None):
+        self.conn, self.cache, self.run = conn, cache, run
         self.saves: dict[str, Saved] = {}
         self.holders: dict[str, object] = {}
+        self.cache_keys: dict[str, str] = {}
 
     def restore(self, key: str, boot_template: Callable[[], object], machine) -> object:
-        """`machine`, restored from the save of recipe `key` (made first by booting a
-        template). A save that no longer restores (a volume or file of it is gone)
-        is said once and replaced by a new cold boot, never silently reused."""
+        """`machine`, restored from the save of recipe `key`. A save that does not
+        restore (a volume or file of it is gone, QEMU changed in place) is said once,
+        and replaced by a new cold boot, never silently reused."""
         if key not in self.saves:
-            self.saves[key] = save(boot_template(), key)
+            self.saves[key] = self._get(key, boot_template, machine)
         holder = self.holders.get(key)
         if holder is not None and holder.res.domain is not None:
             holder.destroy()
         self.holders[key] = machine
         try:
             return machine.restore(self.saves[key])
-        except libvirt.libvirtError as e:
-            log.warning("%s: the save of recipe %s does not restore (%s); booting a new "
-                        "template to replace it", machine.name, key, e)
-            self.saves.pop(key).close(self.conn)
-            self.saves[key] = save(boot_template(), key)
+        except (libvirt.libvirtError, savecache.SaveFormatError, OSError) as e:
+            log.warning("%s: the save of recipe %s does not restore (%s); booting cold "
+                        "to replace it", machine.name, key, e)
+            self._drop(key)
+            self.saves[key] = self._get(key, boot_template, machine, fresh=True)
             return machine.restore(self.saves[key])
+
+    def _get(self, key: str, boot_template: Callable[[], object], machine,
+             fresh: bool = False) -> Saved:
+        """The save from the warm cache, or a new one (kept there when it may be)."""
+        if self.cache is None or not savecache.persistable(self.conn, None):
+            return save(boot_template(), key)
+        ckey = self.cache_keys.setdefault(
+            key, savecache.cache_key(self.conn, machine.recipe, machine.accel))
+        lock = self.cache.making(ckey)  # waits while another session makes this save
+        try:
+            meta = None if fresh else self.cache.load(ckey)
+            if meta is not None:
+                log.info("%s: warm start from saved %s", machine.name, ckey)
+                try:
+                    return self._warm(key, ckey, meta, machine.recipe)
+                except (savecache.SaveFormatError, OSError, libvirt.libvirtError) as e:
+                    log.warning("%s: the kept save %s does not restore (%s); booting cold "
+                                "to replace it", machine.name, ckey, e)
+                    self.cache.discard(ckey, locked=True)
+            template = boot_template()
+            saved = save(template, key)
+            if not savecache.persistable(self.conn, template.seed) or \
+                    (meta := self.cache.keep(ckey, saved, template)) is None:
+                return saved
+            storage.delete_volumes(self.conn, saved.volume_prefix)  # what was not kept
+            return self._warm(key, ckey, meta, machine.recipe, template, saved.seconds)
+        finally:
+            self.cache.done_making(lock)
+
+    def _warm(self, key: str, ckey: str, meta: dict, recipe, template=None,
+              seconds: float = 0.0) -> Saved:
+        """A Saved on this session's own copy of a kept save (its own name and UUID)."""
+        old = meta["domain_name"]
+        run_part = len(runs.DOMAIN_PREFIX) + len(self.run.id) + 1
+        copy = self.run.dir / f"save-{ckey}.save"
+        xml, name = savecache.session_copy(self.cache.entry(ckey) / "memory.save", copy,
+                                           meta["xml"], self.run.domain_name(old[run_part:]))
+        volume = lambda kind: self.cache.volume(ckey, kind)  # noqa: E731
+        return Saved(key=key, file=copy, xml=xml, domain_name=name,
+                     disk_path=storage.volume_path(self.conn, volume("disk.qcow2")),
+                     vsize=meta["vsize"], nvram_volume=volume("VARS.fd") if meta["nvram"] else "",
+                     volume_prefix="", seconds=seconds,
+                     template=template or self.cache.template(ckey, meta, recipe),
+                     seed_volume=volume("seed.iso") if meta["seed"] else "", warm=True)
+
+    def _drop(self, key: str) -> None:
+        saved = self.saves.pop(key)
+        saved.close(self.conn)
+        if saved.warm and not self.cache.discard(self.cache_keys[key]):
+            log.warning("the broken save %s is in use by another session: left for it",
+                        self.cache_keys[key])
 
     def close(self) -> None:
         for holder in self.holders.values():
@@ -127,3 +191,5 @@ class Templates:
                 holder.destroy()
         for saved in self.saves.values():
             saved.close(self.conn)
+        if self.cache is not None:
+            self.cache.close()

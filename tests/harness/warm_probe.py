@@ -1,0 +1,30 @@
+"""Started by test_warm_start.py, in a pytest process of its own as a user's run: one
+machine of a recipe that only the calling test uses (WARM_PROBE_MARK), and what
+its start cost, written as JSON to WARM_PROBE_OUT. Not collected on its own (no
+test_ prefix)."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.vm import savecache
+
+pytestmark = pytest.mark.vm
+
+
+def test_probe(machine_factory, harness_session):
+    extra = {"write_files": [{"path": "/etc/harness-warm-probe",
+                              "content": os.environ["WARM_PROBE_MARK"] + "\n"}]}
+    m = machine_factory("probe", extra_config=extra)
+    m.succeed("test -e /etc/harness-warm-probe")
+    up_at = time.time()
+    time.sleep(float(os.environ.get("WARM_PROBE_HOLD", "0")))  # overlap with another run
+    Path(os.environ["WARM_PROBE_OUT"]).write_text(json.dumps({
+        "up_at": up_at, "down_at": time.time(), "timings": m.timings,
+        "warm": isinstance(m.template, savecache.Template),
+        "domain": m.res.domain.name(), "uuid": m.res.domain.UUIDString(),
+        "key": harness_session.templates.cache_keys.get(m.recipe.key(), ""),
+    }))
