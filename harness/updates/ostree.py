@@ -35,7 +35,8 @@ Rollback makes the previous deployment the default for the next boot:
     atomic host rollback        where `atomic` exists: it runs `rpm-ostree rollback`
                                 (Atomic/atomic.py host_rollback @ cc9aed4); F22's command
     rpm-ostree rollback         where rpm-ostree exists (src/app/rpmostree-builtin-
-                                rollback.c @ v2015.5; it does not check the update driver)
+                                rollback.c @ v2015.5; only deploy, rebase and upgrade check
+                                the update driver, src/app/*.cxx @ v2026.2)
     ostree admin deploy --retain --os=OSNAME CHECKSUM
                                 ostree 2022.7 has no command that reorders deployments:
                                 `undeploy` refuses the booted one ("Cannot undeploy
@@ -75,7 +76,7 @@ from harness.vm import timeouts
 
 REF = "harness/update"  # the local branch the offline update is committed to
 MARKER = "/usr/lib/harness-update/version"  # in the new commit only; holds its version
-_STAGING_DIR = "/var/tmp/harness-update"
+STAGING = "/var/tmp/harness-update"  # the guest's; the update's marker tree meanwhile
 
 # rpm-ostree releases (year, number) from which a behaviour exists; see the docstring.
 STATUS_JSON = (2016, 4)
@@ -214,16 +215,17 @@ class Tools:
         return "atomic host upgrade" if self.atomic else "rpm-ostree upgrade"
 
 
-def commit_commands(base: Deployment, version: str, ref: str = REF) -> list[str]:
-    """A new commit on `ref`: the booted tree plus MARKER, with `version` in its metadata."""
-    marker = f"{_STAGING_DIR}{MARKER}"
+def commit_commands(base: Deployment, version: str, ref: str = REF,
+                    staging: str = STAGING) -> list[str]:
+    """A new commit on `ref`: the booted tree plus MARKER, with `version` in its metadata.
+    `staging` holds the marker's tree meanwhile, and is removed."""
+    marker, stage = shlex.quote(f"{staging}{MARKER}"), shlex.quote(staging)
     v = shlex.quote(version)
-    return [f"rm -rf {_STAGING_DIR} && mkdir -p {marker.rsplit('/', 1)[0]} && "
-            f"printf '%s\\n' {v} > {marker}",
+    return [f"rm -rf {stage} && mkdir -p $(dirname {marker}) && printf '%s\\n' {v} > {marker}",
             f"ostree commit --branch={shlex.quote(ref)} --tree=ref={base.checksum} "
-            f"--tree=dir={_STAGING_DIR} --add-metadata-string=version={v} "
+            f"--tree=dir={stage} --add-metadata-string=version={v} "
             f"--subject={shlex.quote('harness offline update ' + version)}",
-            f"rm -rf {_STAGING_DIR}"]
+            f"rm -rf {stage}"]
 
 
 def new_version(current: str) -> str:

@@ -17,6 +17,8 @@ Samples:
 """
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -285,3 +287,36 @@ def test_the_old_mechanism_name_still_chooses_this_adapter():
     d = catalog.get("fedora-coreos")
     old = dataclasses.replace(d, promises=dataclasses.replace(d.promises, update="rpm-ostree"))
     assert isinstance(updater(old), ot.Ostree)
+
+
+def _sh(cmd: str, repo: Path) -> str:
+    """Run a guest command here, in a repo of this test: without --repo, ostree uses the
+    repository in the current directory ("defaults to current directory or
+    /sysroot/ostree/repo", its --help)."""
+    done = subprocess.run(["sh", "-c", cmd], cwd=repo, capture_output=True, text=True)
+    assert done.returncode == 0, f"{cmd}\n{done.stderr}"
+    return done.stdout
+
+
+@pytest.mark.skipif(shutil.which("ostree") is None, reason="needs Debian's ostree (make deps)")
+def test_the_update_commit_made_by_the_real_ostree_has_the_tree_the_marker_and_the_version(
+        tmp_path):
+    """The adapter's commit commands, run by Debian's ostree 2022.7 (refos-ostree's own)
+    on a repo here: the new commit is the base tree plus the marker, and carries the
+    new version."""
+    repo, tree = tmp_path / "repo", tmp_path / "tree"
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / "usr/bin/tool").write_text("from the booted tree\n")
+    repo.mkdir()
+    _sh(f"ostree init --repo={repo} --mode=bare-user", repo)
+    _sh(f"ostree commit --branch=refos/x86_64/stable --tree=dir={tree} "
+        "--add-metadata-string=version=1", repo)
+    base = ot.Deployment("refos", _sh("ostree rev-parse refos/x86_64/stable", repo).strip(),
+                         0, booted=True, version="1")
+    staging = tmp_path / "staging"
+    for cmd in ot.commit_commands(base, ot.new_version("1"), staging=str(staging)):
+        _sh(cmd, repo)
+    assert _sh(f"ostree cat {ot.REF} {ot.MARKER}", repo) == "1+harness-update\n"
+    assert _sh(f"ostree cat {ot.REF} /usr/bin/tool", repo) == "from the booted tree\n"
+    assert "Version: 1+harness-update" in _sh(f"ostree show {ot.REF}", repo)
+    assert not staging.exists()
