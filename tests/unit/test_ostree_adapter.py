@@ -320,3 +320,54 @@ def test_the_update_commit_made_by_the_real_ostree_has_the_tree_the_marker_and_t
     assert _sh(f"ostree cat {ot.REF} /usr/bin/tool", repo) == "from the booted tree\n"
     assert "Version: 1+harness-update" in _sh(f"ostree show {ot.REF}", repo)
     assert not staging.exists()
+
+
+@pytest.fixture
+def sysroot(tmp_path):
+    """A directory for a physical sysroot, removable afterwards: ostree makes each
+    deployment's root immutable (chattr +i), which would leave it behind."""
+    path = tmp_path / "sysroot"
+    path.mkdir()
+    yield path
+    for deployment in path.glob("ostree/deploy/*/deploy/*"):
+        if deployment.is_dir():
+            subprocess.run(["chattr", "-i", str(deployment)], check=True)
+
+
+@pytest.mark.skipif(shutil.which("ostree") is None, reason="needs Debian's ostree (make deps)")
+def test_ostree_admin_deploy_and_its_rollback_run_for_real_on_a_sysroot(tmp_path, sysroot):
+    """refos-ostree's deploy and rollback commands (no rpm-ostree), run by Debian's ostree
+    2022.7 on a physical sysroot made here as the refos-ostree build makes its own
+    (init-fs, os-init, commit, deploy), with `--sysroot` added since it is not the host's
+    booted one: the update becomes the first deployment, and the rollback puts the first
+    commit first again while --retain keeps both earlier deployments."""
+    tree = tmp_path / "tree"
+    kernel = tree / "usr/lib/modules/6.1.0-test"
+    kernel.mkdir(parents=True)
+    for name in ("vmlinuz", "initramfs.img"):  # where OSTree looks for them
+        (kernel / name).write_text(name)
+    (tree / "usr/etc").mkdir()
+    (tree / "usr/etc/os-release").write_text("ID=refos\n")  # deploy reads it for the entry
+    repo = sysroot / "ostree/repo"
+    admin = f"ostree admin --sysroot={sysroot}"
+    for cmd in (f"ostree admin init-fs {sysroot}",
+                f"ostree config --repo={repo} set sysroot.bootloader none",
+                f"{admin} os-init refos",
+                f"ostree commit --repo={repo} --branch=refos/x86_64/stable --tree=dir={tree} "
+                "--add-metadata-string=version=1",
+                f"{admin} deploy --os=refos refos/x86_64/stable"):
+        _sh(cmd, tmp_path)
+    tools = ot.Tools(None)
+    [base] = ot.parse_admin_status(_sh(f"{admin} status", tmp_path))
+
+    for cmd in ot.commit_commands(base, "2", staging=str(tmp_path / "staging")):
+        _sh(cmd, repo)
+    _sh(tools.deploy_command("refos", ot.REF).replace("ostree admin", admin), tmp_path)
+    deployed = ot.parse_admin_status(_sh(f"{admin} status", tmp_path))
+    assert [(d.checksum == base.checksum, d.version) for d in deployed] == \
+        [(False, "2"), (True, "1")]
+
+    _sh(tools.rollback_command(base).replace("ostree admin", admin), tmp_path)
+    rolled = ot.parse_admin_status(_sh(f"{admin} status", tmp_path))
+    assert [(d.checksum, d.serial) for d in rolled] == \
+        [(base.checksum, 1), (deployed[0].checksum, 0), (base.checksum, 0)]
