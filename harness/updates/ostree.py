@@ -30,6 +30,15 @@ booted one, with a new `version` and a marker file, on a local branch, and deplo
         takes a local ref and never pulls (src/ostree/ot-admin-builtin-deploy.c
         @ v2015.6 and v2022.7).
 
+    systemctl mask --now zincati.service            where the unit exists
+        kola masks Zincati before rebasing ("no zincati because we're intentionally
+        overriding, also it fails", deployments.go): Zincati fails on a deployment whose
+        base carries no Fedora CoreOS stream (coreos/zincati src/rpm_ostree/
+        cli_status.rs @ be76c4a, fedora_coreos_stream_from_deployment), and a failed
+        unit would fail "boot finished". Fedora CoreOS's own manual rollback stops it
+        first too (coreos/fedora-coreos-docs modules/ROOT/pages/manual-rollbacks.adoc
+        @ 3be52760).
+
 Rollback makes the previous deployment the default for the next boot:
 
     atomic host rollback        where `atomic` exists: it runs `rpm-ostree rollback`
@@ -86,6 +95,7 @@ BYPASS_DRIVER = (2021, 3)
 BEFORE_VERSIONED = (2015, 0)
 
 DRIVER_REFUSAL = "Updates and deployments are driven by"
+UPDATE_AGENTS = ("zincati.service",)  # stopped for good before an offline update
 
 
 @dataclass(frozen=True)
@@ -278,6 +288,7 @@ class Ostree:
         tools = self.tools(machine)
         base = booted(self.deployments(machine, tools))
         version = new_version(base.version)
+        self._stop_update_agents(machine)
         for cmd in commit_commands(base, version):
             self._run(machine, cmd, "ostree commit")
         self._run(machine, tools.deploy_command(base.osname, REF), "deploy")
@@ -285,6 +296,11 @@ class Ostree:
         if staged is None:
             raise Refused(f"{self.distro.name}: the deployment left the booted one first")
         return staged.slot()
+
+    def _stop_update_agents(self, machine) -> None:
+        for unit in UPDATE_AGENTS:
+            if machine.run(f"systemctl cat {unit}").status == 0:
+                self._run(machine, f"systemctl mask --now {unit}", f"stop {unit}")
 
     def rollback(self, machine) -> None:
         tools = self.tools(machine)

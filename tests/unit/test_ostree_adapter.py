@@ -235,6 +235,8 @@ def test_fcos_stage_commits_from_the_booted_tree_and_rebases_past_the_driver():
     assert f"--tree=ref={FCOS_BOOTED}" in commit
     assert "--add-metadata-string=version=37.20230122.3.0+harness-update" in commit
     assert "rpm-ostree rebase --bypass-driver :harness/update" in guest.ran
+    # Zincati is masked first, as kola does, so that it does not fail on the new base
+    assert guest.ran.index("systemctl mask --now zincati.service") < guest.ran.index(commit)
 
 
 REFOS_BEFORE = f"* refos {FCOS_BOOTED}.0\n    Version: 1\n    origin refspec: refos/x86_64/stable\n"
@@ -244,7 +246,8 @@ REFOS_PENDING = (f"  refos {FCOS_NEXT}.0 (pending)\n    Version: 1+harness-updat
 
 def refos_guest() -> Guest:
     """No rpm-ostree; `ostree admin status` changes once the deploy ran."""
-    guest = Guest({"command -v rpm-ostree": Result(1, "", "")})
+    guest = Guest({"command -v rpm-ostree": Result(1, "", ""),
+                   "systemctl cat zincati.service": Result(1, "", "No files found")})
     guest.answers["ostree admin status"] = lambda: (
         REFOS_PENDING if any(c.startswith("ostree admin deploy") for c in guest.ran)
         else REFOS_BEFORE)
@@ -256,7 +259,7 @@ def test_ostree_admin_stage_deploys_the_local_branch_and_returns_the_pending_one
     adapter = ot.Ostree(catalog.get("refos"))
     assert adapter.stage(guest) == SlotStatus(FCOS_NEXT, "1+harness-update")
     assert "ostree admin deploy --os=refos harness/update" in guest.ran
-    assert not any(c.startswith("rpm-ostree") for c in guest.ran)
+    assert not any(c.startswith(("rpm-ostree", "systemctl mask")) for c in guest.ran)
 
 
 def test_ostree_admin_rollback_redeploys_the_previous_commit_retaining_the_rest():
