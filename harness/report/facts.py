@@ -15,6 +15,10 @@ from pathlib import Path
 PACKAGE_MANAGERS = ("rpm-ostree", "tdnf", "snap", "snappy", "ros", "apt-get", "rpm")
 BUNDLED_TOOLS = ("etcdctl", "fleetctl", "atomic")
 MOUNTS = ("/", "/usr")
+# The flag OSTree's initramfs leaves when it booted a deployment (ostreedev/ostree
+# src/switchroot/ostree-mount-util.h @ v2022.7, touch_run_ostree): the root filesystem
+# is then reported as "ostree: " and the mount under the deployment.
+OSTREE_BOOTED = "/run/ostree-booted"
 # What configured the first boot, by the marks each agent leaves: Ignition its result
 # file (coreos/ignition v2.14.0 internal/distro/distro.go, resultFilePath), cloud-init
 # the datasource it used.
@@ -77,17 +81,22 @@ def gather(machine) -> dict[str, Value]:
     for path in MOUNTS:
         # --target finds the filesystem holding the path even when it is not a mount point.
         facts[f"mount {path}"] = r.read(
+            f"if [ -e {OSTREE_BOOTED} ]; then printf 'ostree '; fi; "
             f"findmnt -no TARGET,FSTYPE,OPTIONS --target {shlex.quote(path)}", _mount)
     return facts
 
 
 def _mount(out: str) -> str | None:
-    """`TARGET FSTYPE OPTIONS` as `FSTYPE (OPTIONS) on TARGET`."""
+    """`[ostree] TARGET FSTYPE OPTIONS` as `[ostree: ]FSTYPE (OPTIONS) on TARGET`."""
     parts = out.split()
+    kind = ""
+    if len(parts) == 4 and parts[0] == "ostree":
+        kind = "ostree: "
+        parts = parts[1:]
     if len(parts) != 3:
         return None
     target, fstype, options = parts
-    return f"{fstype} ({options}) on {target}"
+    return f"{kind}{fstype} ({options}) on {target}"
 
 
 def image_size(path: Path | None) -> Value:
