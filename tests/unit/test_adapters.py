@@ -294,8 +294,9 @@ def test_three_outcomes_are_three_classes():
 
 # The catalog decides the adapter; a mechanism that downloads says so before booting.
 ADAPTERS = {"refos": "Refos", "flatcar": "UpdateEngine", "coreos-647": "UpdateEngine",
-            "fedora-coreos": "Ostree", "atomic-f22": "Ostree", "snappy-1504": "Snappy",
-            "ubuntu-core-24": "Snap", "rancheros": "Ros", "burmillaos": "Ros"}
+            "fedora-coreos": "Ostree", "atomic-f22": "Ostree", "refos-ostree": "Ostree",
+            "snappy-1504": "Snappy", "ubuntu-core-24": "Snap", "rancheros": "Ros",
+            "burmillaos": "Ros"}
 
 
 @pytest.mark.parametrize(("name", "adapter"), sorted(ADAPTERS.items()))
