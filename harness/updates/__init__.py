@@ -74,13 +74,19 @@ def pytest_verdict(error: NotStaged) -> tuple[str, str]:
 # What a failed download says when the host cannot be reached, by the library that
 # wrote it: Go's net package (ros, snapd, locksmith) wraps lookups in "dial tcp ..."
 # and returns errNoSuchHost, "no such host" (golang/go src/net/dnsclient_unix.go), and
-# timeouts read "i/o timeout"; libcurl (ostree, tdnf) says "Could not resolve host: NAME";
-# glibc's strerror and gai_strerror say "Network is unreachable" (ENETUNREACH) and
-# "Temporary failure in name resolution" (EAI_AGAIN). Exact files for the last three
-# were not checked.
+# timeouts read "i/o timeout"; libcurl's error buffer (tdnf, librepo) says "Could not
+# resolve host: NAME"; ostree's curl fetcher reports curl_easy_strerror() instead,
+# "While fetching URL: [6] Couldn't resolve host name" (ostreedev/ostree
+# src/libostree/ostree-fetcher-curl.c @ v2022.7), and the codes it meets offline read
+# "Couldn't resolve host name" (6), "Couldn't connect to server" (7), "Timeout was
+# reached" (28) (libcurl 7.88's curl_easy_strerror, asked on this host); glibc's
+# strerror and gai_strerror say "Network is unreachable" (ENETUNREACH), "Name or service
+# not known" (EAI_NONAME, as Python's getaddrinfo shows it) and "Temporary failure in
+# name resolution" (EAI_AGAIN). Exact files for the glibc strings were not checked.
 NETWORK_ERRORS = re.compile(
-    r"no such host|i/o timeout|dial tcp|could not resolve host|network is unreachable|"
-    r"temporary failure in name resolution", re.IGNORECASE)
+    r"no such host|i/o timeout|dial tcp|could not resolve host|couldn't resolve host|"
+    r"couldn't connect to server|timeout was reached|network is unreachable|"
+    r"name or service not known|temporary failure in name resolution", re.IGNORECASE)
 
 
 def classify_failure(output: str, what: str) -> NotStaged:
@@ -145,7 +151,7 @@ def mechanisms() -> tuple[str, ...]:
 
 
 def _load_adapters() -> None:
-    from harness.updates import refos, ros, rpm_ostree, snap, snappy, update_engine  # noqa: F401
+    from harness.updates import ostree, refos, ros, snap, snappy, update_engine  # noqa: F401
 
 
 def updater(distro: Distro) -> Updater:

@@ -43,6 +43,13 @@ def _container_running(m) -> None:
     m.wait_until_succeeds("test \"$(docker inspect -f '{{.State.Running}}' keeper)\" = true")
 
 
+def _marker_booted(adapter, m, version: str) -> None:
+    """Where the update carries a marker file in its tree (ostree's offline commit), the
+    booted tree shows it: the new content booted, not only a new name."""
+    if hasattr(adapter, "marker"):
+        assert adapter.marker(m) == version
+
+
 def test_update_then_rollback_switch_slots_and_keep_docker_state(adapter, machine_factory):
     m = machine_factory("rollback")
     before = adapter.status(m)
@@ -53,11 +60,13 @@ def test_update_then_rollback_switch_slots_and_keep_docker_state(adapter, machin
     m.reboot()
     after_update = adapter.status(m)
     assert after_update == expected and after_update.slot != before.slot
+    _marker_booted(adapter, m, expected.version)
     _container_running(m)
 
     adapter.rollback(m)
     m.reboot()
     assert adapter.status(m) == before
+    _marker_booted(adapter, m, "")
     _container_running(m)
     assert dockerimage.TAG in m.succeed("docker images --format '{{.Repository}}:{{.Tag}}'")
 

@@ -3,7 +3,6 @@ the shape the tool's upstream documents (the source of each shape is noted), and
 the choice of adapter from the catalog's `promises.update`."""
 
 import dataclasses
-import json
 
 import pytest
 
@@ -15,10 +14,8 @@ from harness.updates import (
     NoUpdater,
     PreconditionMissing,
     Refused,
-    SlotStatus,
     pytest_verdict,
     ros,
-    rpm_ostree,
     snap,
     snappy,
     update_engine,
@@ -103,52 +100,6 @@ def test_os_release_version_is_read_quoted_or_not():
     assert update_engine.os_release_version(flatcar) == "3815.2.0"
     assert update_engine.os_release_version("NAME=CoreOS\nID=coreos\nVERSION=647.0.0\n") \
         == "647.0.0"
-
-
-# rpm-ostree status --json: {"deployments": [...], "transaction": ...}, each deployment
-# the daemon's dict with "id", "osname", "checksum", "version", "origin", "booted",
-# "pinned" (coreos/rpm-ostree src/app/rpmostree-builtin-status.cxx @ v2024.6); the
-# pending deployment is listed first. Checksums and versions are examples.
-RPM_OSTREE_JSON = json.dumps({"deployments": [
-    {"id": "fedora-coreos-b1a6.0", "osname": "fedora-coreos", "booted": False,
-     "checksum": "b1a6" + "0" * 60, "version": "40.20240616.3.0",
-     "origin": "fedora:fedora/x86_64/coreos/stable", "pinned": False},
-    {"id": "fedora-coreos-9c2e.0", "osname": "fedora-coreos", "booted": True,
-     "checksum": "9c2e" + "1" * 60, "version": "40.20240602.3.0",
-     "origin": "fedora:fedora/x86_64/coreos/stable", "pinned": False},
-], "transaction": None})
-
-
-def test_rpm_ostree_status_json_gives_the_booted_deployment():
-    assert rpm_ostree.parse_status_json(RPM_OSTREE_JSON) == \
-        SlotStatus("9c2e" + "1" * 60, "40.20240602.3.0")
-
-
-def test_rpm_ostree_pending_deployment_is_the_first_when_not_booted():
-    assert rpm_ostree.parse_pending_json(RPM_OSTREE_JSON).version == "40.20240616.3.0"
-
-
-def test_rpm_ostree_without_a_booted_deployment_is_an_error():
-    with pytest.raises(ValueError, match="no booted deployment"):
-        rpm_ostree.parse_status_json('{"deployments": []}')
-
-
-# ostree admin status: g_print("%c %s %s.%d\n", booted ? '*' : ' ', osname, csum,
-# deployserial), then "    Version: %s" and "    origin refspec: %s"
-# (ostreedev/ostree src/ostree/ot-admin-builtin-status.c @ v2015.7, June 2015, the
-# ostree of Fedora 22's time). Checksums and versions are examples.
-BOOTED, OTHER = "3b1e4c0a9f" + "0" * 54, "8d2f77b10c" + "1" * 54
-OSTREE_ADMIN = f"""* fedora-atomic {BOOTED}.0
-    Version: 22.17
-    origin refspec: fedora-atomic:fedora-atomic/f22/x86_64/docker-host
-  fedora-atomic {OTHER}.0
-    Version: 22.16
-    origin refspec: fedora-atomic:fedora-atomic/f22/x86_64/docker-host
-"""
-
-
-def test_ostree_admin_status_gives_the_starred_deployment_and_its_version():
-    assert rpm_ostree.parse_admin_status(OSTREE_ADMIN) == SlotStatus(BOOTED, "22.17")
 
 
 # snappy list -v: a tabwriter table "Name Date Version Developer", every installed
@@ -343,8 +294,9 @@ def test_three_outcomes_are_three_classes():
 
 # The catalog decides the adapter; a mechanism that downloads says so before booting.
 ADAPTERS = {"refos": "Refos", "flatcar": "UpdateEngine", "coreos-647": "UpdateEngine",
-            "fedora-coreos": "RpmOstree", "atomic-f22": "RpmOstree", "snappy-1504": "Snappy",
-            "ubuntu-core-24": "Snap", "rancheros": "Ros", "burmillaos": "Ros"}
+            "fedora-coreos": "Ostree", "atomic-f22": "Ostree", "refos-ostree": "Ostree",
+            "snappy-1504": "Snappy", "ubuntu-core-24": "Snap", "rancheros": "Ros",
+            "burmillaos": "Ros"}
 
 
 @pytest.mark.parametrize(("name", "adapter"), sorted(ADAPTERS.items()))
