@@ -16,8 +16,8 @@ run: deps venv services image
 	$(VENV)/bin/harness run
 
 # The fast tests first, then the VM tests: one pytest process per distro (refos, and
-# the twins refos-ignition, refos-ostree, refos-snap), two at a time, one per core
-# (tools/teststreams.py; each log in artifacts/test-<distro>.log). All must pass.
+# the twins refos-ignition and refos-ostree), one per core at a time (two here)
+# (tools/teststreams.py; each log in artifacts/test-<stream>.log). All must pass.
 test: deps venv services image
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest tests/unit tests/hostile --offline

@@ -55,30 +55,31 @@ def runtime_dir() -> Path:
     return private_mkdir(path)  # also narrows a listable (0755) one an older harness made
 
 
-def private_mkdir(path: Path, mode: int = RUNTIME_MODE) -> Path:
+def private_mkdir(path: Path, mode: int = RUNTIME_MODE, setting: str = "HARNESS_RUNTIME"
+                  ) -> Path:
     """`path` as a folder of ours with exactly `mode` (whatever the umask); an
-    existing one must pass check_private_dir."""
+    existing one must pass check_private_dir (`setting` names where it came from)."""
     try:
         path.mkdir(mode=mode)
     except FileExistsError:
-        check_private_dir(path)
+        check_private_dir(path, setting)
     os.chmod(path, mode)
     return path
 
 
-def check_private_dir(path: Path) -> None:
+def check_private_dir(path: Path, setting: str = "HARNESS_RUNTIME") -> None:
     """Refuse a folder that is a symlink, not ours, or writable by group or others."""
     st = os.lstat(path)
-    fix = (f"remove it (it may be someone else's trap) or set HARNESS_RUNTIME to a folder "
+    fix = (f"remove it (it may be someone else's trap) or set {setting} to a folder "
            f"only uid {os.geteuid()} can write")
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise UnsafeRuntimeDir(f"runtime folder {path} is not a plain folder "
+        raise UnsafeRuntimeDir(f"folder {path} is not a plain folder "
                                f"(a symlink or a file): refusing it; {fix}")
     if st.st_uid != os.geteuid():
-        raise UnsafeRuntimeDir(f"runtime folder {path} is owned by uid {st.st_uid}, not by "
+        raise UnsafeRuntimeDir(f"folder {path} is owned by uid {st.st_uid}, not by "
                                f"this process (uid {os.geteuid()}): refusing it; {fix}")
     if st.st_mode & 0o022:
-        raise UnsafeRuntimeDir(f"runtime folder {path} is writable by group or others "
+        raise UnsafeRuntimeDir(f"folder {path} is writable by group or others "
                                f"(mode {stat.S_IMODE(st.st_mode):04o}): refusing it; "
                                f"chmod 711 it, or {fix}")
 

@@ -1,4 +1,4 @@
-"""Run the VM tests of `make test` as pytest processes, two at a time.
+"""Run the VM tests of `make test` as pytest processes, one per core at a time.
 
 Each stream is a pytest process of its own, one distro's VM tests, with its output
 in artifacts/test-<name>.log. Under TCG each guest keeps one core busy, so two
@@ -46,13 +46,12 @@ class Stream:
 
 # Longest first, so the short ones fill the gaps at the end. refos carries the
 # driver's own tests and the bug cases; each twin proves its own mechanism
-# (Ignition, OSTree, snaps) once and runs the suites.
+# (Ignition, OSTree) once and runs the suites.
 STREAMS = (
     Stream("refos-driver", "refos", ("tests/harness",),
            ignore=("tests/harness/test_ignition.py",)),
     Stream("refos-ignition", "refos-ignition", ("tests/suites", "tests/harness/test_ignition.py")),
     Stream("refos", "refos", ("tests/suites", "tests/bugs")),
-    Stream("refos-snap", "refos-snap", ("tests/suites", "tests/bugs")),
     Stream("refos-ostree", "refos-ostree", ("tests/suites",)),
 )
 

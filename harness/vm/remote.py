@@ -148,6 +148,9 @@ class Jump:
             client.close()
             raise JumpError(f"cannot reach the hypervisor's SSH at {self.hv.where}: "
                             f"{type(e).__name__}: {e}") from e
+        except BaseException:  # an unknown key (_Refuse) or an interrupt
+            client.close()
+            raise
         return client
 
     def transport(self, timeout: float) -> paramiko.Transport:
@@ -210,8 +213,11 @@ def pick_port(jump: Jump, tries: int = 20) -> RemotePort:
     """A port nobody answers on at 127.0.0.1 on the hypervisor (see module doc)."""
     for _ in range(tries):
         port = FORWARD_PORTS[secrets.randbelow(len(FORWARD_PORTS))]
-        if not jump.listening(port):
-            return RemotePort(port)
+        try:
+            if not jump.listening(port):
+                return RemotePort(port)
+        except paramiko.SSHException:  # the channel open timed out: try another port
+            continue
     raise JumpError(f"no free port on the hypervisor {jump.hv.host} after {tries} tries")
 
 

@@ -16,13 +16,14 @@ every cache on the host), which no sweep of a run touches (only eviction and
 `harness clean --saves` remove them).
 
 Parallel sessions: libvirt restores a save only under the name and UUID stored
-in it (`restoreFlags` with another UUID in the XML is refused, see FACTS), and
+in it (`restoreFlags` with another UUID in the XML is refused: qemuSaveImageUpdateDef
+checks it with virDomainDefCheckABIStability, src/conf/domain_conf.c; seen with 9.0), and
 `virDomainSaveImageDefineXML` applies the same check. So each session restores
 from its own copy of the memory image, in its run folder, with the name and
 UUID in the copy's XML rewritten in place to ones of its own, at equal length
 (the header is libvirt's `virQEMUSaveHeader`, src/qemu/qemu_saveimage.h at
-v9.0.0: magic, version, data_len, was_running, format, cookieOffset,
-unused[14]; the XML follows it, inside data_len). Copying, not waiting: two
+v9.0.0: magic, version, data_len, was_running, compressed (renamed format
+later), cookieOffset, unused[14]; the XML follows it, inside data_len). Copying, not waiting: two
 sessions start warm at once, and the copy is the run's, swept with it.
 
 Locks (flock, die with the process): `<key>.make.lock` is held while an entry is
@@ -51,7 +52,7 @@ import libvirt
 
 from harness import settings
 from harness.log import log
-from harness.paths import REPO, cache_dir
+from harness.paths import REPO, cache_dir, private_mkdir
 from harness.seed.base import Media
 from harness.seed.keys import KeyPair
 from harness.vm import storage
@@ -175,9 +176,10 @@ class SaveCache:
 
     def __init__(self, conn: libvirt.virConnect, root: Path | None = None):
         self.conn = conn
-        self.root = root or cache_dir() / "saves"
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(self.root, 0o700)
+        root = root or cache_dir() / "saves"
+        root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Keys and memory images go in here: a plain folder of ours nobody else can write.
+        self.root = private_mkdir(root, 0o700, "HARNESS_CACHE")
         self._use: dict[str, int] = {}
         # The pool is shared by every cache folder on the host (users, CI jobs, tests):
         # volume names carry this folder's tag, so no cache takes another's volumes.

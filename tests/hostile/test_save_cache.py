@@ -14,6 +14,7 @@ import libvirt
 import pytest
 from hostile_helpers import free_port, paused_domain
 
+from harness import paths
 from harness.vm import runs, savecache, snapshot, storage
 from tests.helpers import REPO
 
@@ -122,3 +123,19 @@ def test_two_runs_restore_one_save_at_once_under_names_of_their_own(libvirt_conn
             runs.destroy_domain(d)
         for run in (maker, *users):
             runs.sweep(libvirt_conn, finished=frozenset({run.id}))
+
+
+@pytest.mark.parametrize("trap", ["symlink", "group-writable"])
+def test_a_save_folder_someone_else_could_change_is_refused(tmp_path, monkeypatch, trap):
+    """Keys and memory images go into the save folder: one that is a symlink (to a
+    place another user chose) or that others may write is refused, not used."""
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    if trap == "symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        (tmp_path / "cache" / "saves").symlink_to(tmp_path / "elsewhere")
+    else:
+        (tmp_path / "cache" / "saves").mkdir()
+        os.chmod(tmp_path / "cache" / "saves", 0o777)
+    with pytest.raises(paths.UnsafeRuntimeDir, match="HARNESS_CACHE"):
+        savecache.SaveCache(None)
