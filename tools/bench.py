@@ -485,7 +485,8 @@ def table(result: dict) -> str:
         if limit is not None and value is not None:
             ok = {"le": value <= limit, "lt": value < limit, "ge": value >= limit}[op]
             note = "met" if ok else "MISSED"
-        lines.append(f"{label:48} {value!s:>10}  {target:>14}  {note}")
+        shown = "not run" if value is None else value  # a figure not asked for
+        lines.append(f"{label:48} {shown!s:>10}  {target:>14}  {note}")
     return "\n".join(lines)
 
 
