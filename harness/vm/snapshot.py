@@ -139,8 +139,9 @@ class Templates:
         """The save from the warm cache, or a new one (kept there when it may be)."""
         if self.cache is None or not savecache.persistable(self.conn, None):
             return save(boot_template(), key)
-        ckey = self.cache_keys.setdefault(
-            key, savecache.cache_key(self.conn, machine.recipe, machine.accel))
+        if key not in self.cache_keys:  # reads the guest-shaping code and asks libvirt
+            self.cache_keys[key] = savecache.cache_key(self.conn, machine.recipe, machine.accel)
+        ckey = self.cache_keys[key]
         lock = self.cache.making(ckey)  # waits while another session makes this save
         try:
             meta = None if fresh else self.cache.load(ckey)

@@ -14,7 +14,6 @@ import sys
 import time
 from pathlib import Path
 
-import libvirt
 import pytest
 
 from harness.vm import savecache, storage
@@ -48,21 +47,14 @@ def _run(distro: str, mark: str, tmp: Path, name: str, hold: float = 0.0) -> dic
 
 
 @pytest.fixture(scope="module")
-def conn() -> libvirt.virConnect:
-    c = libvirt.open("qemu:///system")
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def warm(distro, local_image, tmp_path_factory, conn) -> dict:
+def warm(distro, local_image, tmp_path_factory, libvirt_conn) -> dict:
     """A cold run that keeps its save, then a warm run in a new process."""
     tmp = tmp_path_factory.mktemp("warm")
     mark = secrets.token_hex(8)
     cold = _run(distro.name, mark, tmp, "cold")
     second = _run(distro.name, mark, tmp, "warm")
     yield {"mark": mark, "tmp": tmp, "distro": distro.name, "cold": cold, "warm": second}
-    savecache.SaveCache(conn).discard(cold["key"])
+    savecache.SaveCache(libvirt_conn).discard(cold["key"])
 
 
 def test_second_run_starts_warm_from_the_first_runs_save(warm):
@@ -76,15 +68,15 @@ def test_second_run_starts_warm_from_the_first_runs_save(warm):
     assert warm_s < WARM_LIMIT_S and warm_s < cold_s / 2
 
 
-def test_kept_save_is_private_and_survives_the_runs_that_used_it(warm, conn):
-    entry = savecache.SaveCache(conn).entry(warm["cold"]["key"])
+def test_kept_save_is_private_and_survives_the_runs_that_used_it(warm, libvirt_conn):
+    entry = savecache.SaveCache(libvirt_conn).entry(warm["cold"]["key"])
     assert (entry.stat().st_mode & 0o777) == 0o700
     for path in [entry / "memory.save", entry / "meta.json", *(entry / "keys").iterdir()]:
         assert (path.stat().st_mode & 0o077) == 0, f"{path} readable by others"
-    pool = storage.pool(conn)
+    pool = storage.pool(libvirt_conn)
     storage.refresh(pool)
     names = {v.name() for v in pool.listAllVolumes(0)}
-    assert savecache.SaveCache(conn).volume(warm["cold"]["key"], "disk.qcow2") in names
+    assert savecache.SaveCache(libvirt_conn).volume(warm["cold"]["key"], "disk.qcow2") in names
 
 
 def test_two_runs_restore_the_same_save_at_once(warm):
@@ -99,8 +91,8 @@ def test_two_runs_restore_the_same_save_at_once(warm):
     assert a["up_at"] < b["down_at"] and b["up_at"] < a["down_at"], "they did not overlap"
 
 
-def test_broken_save_falls_back_to_a_cold_boot_and_is_replaced(warm, conn):
-    cache = savecache.SaveCache(conn)
+def test_broken_save_falls_back_to_a_cold_boot_and_is_replaced(warm, libvirt_conn):
+    cache = savecache.SaveCache(libvirt_conn)
     key = warm["cold"]["key"]
     memory = cache.entry(key) / "memory.save"
     # A save QEMU cannot load, as after an upgrade in place: the memory stream cut short.

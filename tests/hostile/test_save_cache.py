@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -78,13 +79,12 @@ def test_clean_keeps_saves_and_clean_saves_empties_the_cache(cache, tmp_path, ru
     other = savecache.SaveCache(cache.conn, tmp_path / "other-users-cache")
     theirs = other.volume("abcd07", "disk.qcow2")  # the pool is shared by every cache
     storage.upload(storage.pool(cache.conn), theirs, tmp_path / "payload")
-    harness = [str(REPO / ".venv/bin/harness"), "clean"]
-    env = {**os.environ}
-    subprocess.run(harness, env=env, check=True, capture_output=True)
+    harness = [sys.executable, "-m", "harness", "clean"]
+    subprocess.run(harness, cwd=REPO, check=True, capture_output=True)
     assert all(cache.entry(k).exists() and _volumes(cache.conn, k) for k in ("dddd04", "eeee05"))
     in_use = _held(cache, "eeee05")
     try:
-        out = subprocess.run([*harness, "--saves"], env=env, check=True, capture_output=True,
+        out = subprocess.run([*harness, "--saves"], cwd=REPO, check=True, capture_output=True,
                              text=True).stdout
     finally:
         os.close(in_use)

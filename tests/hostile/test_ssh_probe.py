@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hostile_helpers import Sshd
+from hostile_helpers import Sshd, free_port
 
 from harness.seed import Media, keys
 from harness.vm import ssh
@@ -59,8 +59,6 @@ def test_probed_connection_still_refuses_an_impostor_host_key(logged_sshd, tmp_p
 
 
 def test_probe_of_a_port_without_sshd_is_none_and_keeps_nothing(tmp_path):
-    from hostile_helpers import free_port
-
     conn = ssh.Connection(free_port(), "root", None, None)
     assert conn.probe(1) is None
     assert conn._probed is None

@@ -34,7 +34,7 @@ def test_offline_reaches_a_second_distro_and_its_absence_is_said_once(tmp_path, 
         @pytest.mark.parametrize("n", [1, 2])
         def test_other(machine_factory, n):
             machine_factory("other", distro=catalog.get("flatcar"))
-    """, "--distro=refos", "--offline", env=_env(cache))
+    """, "--distro=refos", "--offline")
     assert result.returncode == 0, result.stdout[-3000:]
     out = result.stdout + result.stderr
     # One reason for both tests (pytest folds identical skips into one line).
@@ -67,10 +67,6 @@ def test_an_unavailable_image_is_remembered_not_fetched_again(cache):
     with pytest.raises(images.ImageUnavailable) as second:
         found.get(catalog.get("rancheros"))
     assert first.value is second.value
-
-
-def _env(cache: Path) -> dict:
-    return {"HARNESS_CACHE": str(cache)}
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -112,7 +108,7 @@ def test_a_promise_the_distro_does_not_make_skips_in_its_words_before_any_boot(c
     """RancherOS runs from RAM: its read-only tests skip with the catalog's note, not
     with "image not cached", which a fixture would have said had it run."""
     result = run_pytest("-rs", "--offline", "--distro=rancheros",
-                        str(REPO / "tests/suites/test_readonly.py"), env=_env(cache))
+                        str(REPO / "tests/suites/test_readonly.py"))
     note = catalog.get("rancheros").promises.notes["readonly"]
     lines = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
     assert sum(note in line for line in lines) == 2, result.stdout[-3000:]
@@ -126,7 +122,7 @@ def test_a_destructive_test_cannot_take_the_shared_machine(tmp_path, cache):
         @pytest.mark.destructive
         def test_changes_things(machine):
             pass
-    """, "--offline", "--distro=rancheros", env=_env(cache))
+    """, "--offline", "--distro=rancheros")
     assert result.returncode == 1
     assert "is destructive: it must boot its own machine" in result.stdout
 
@@ -135,6 +131,6 @@ def test_an_image_option_naming_no_file_is_a_usage_error(tmp_path, cache):
     result = _pytest(tmp_path, """
         def test_boots(machine):
             pass
-    """, "--distro=flatcar", f"--image={tmp_path}/nonexistent.qcow2", env=_env(cache))
+    """, "--distro=flatcar", f"--image={tmp_path}/nonexistent.qcow2")
     assert result.returncode == 4, result.stdout[-2000:]
     assert "nonexistent.qcow2" in result.stdout + result.stderr

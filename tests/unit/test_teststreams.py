@@ -39,8 +39,9 @@ def test_streams_run_two_at_a_time_and_each_reports_its_summary(capsys):
         "d0", "d1", "d2", "d3"]
 
 
-def test_one_failed_stream_fails_the_run_and_shows_its_log():
+def test_one_failed_stream_fails_the_run_and_shows_its_log(capsys):
     streams = [Sleeper("good", "refos", ()), Sleeper("bad", "refos", (), code=1)]
     done = teststreams.run(streams, lanes=2)
     assert not teststreams.report(done)
+    assert "bad failed (exit 1)" in capsys.readouterr().out
     assert {s.name: code for s, (code, _) in done.items()} == {"good": 0, "bad": 1}
