@@ -79,7 +79,7 @@ def pytest_verdict(error: NotStaged) -> tuple[str, str]:
 # "While fetching URL: [6] Couldn't resolve host name" (ostreedev/ostree
 # src/libostree/ostree-fetcher-curl.c @ v2022.7), and the codes it meets offline read
 # "Couldn't resolve host name" (6), "Couldn't connect to server" (7), "Timeout was
-# reached" (28) (libcurl 7.88's curl_easy_strerror, asked on this host); glibc's
+# reached" (28) (curl/curl lib/strerror.c, curl_easy_strerror, curl-7_88_1); glibc's
 # strerror and gai_strerror say "Network is unreachable" (ENETUNREACH), "Name or service
 # not known" (EAI_NONAME, as Python's getaddrinfo shows it) and "Temporary failure in
 # name resolution" (EAI_AGAIN). Exact files for the glibc strings were not checked.

@@ -72,7 +72,7 @@ words), so there is no broken update to stage.
 import json
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from harness.updates import (
     PreconditionMissing,
@@ -139,7 +139,7 @@ def parse_admin_status(text: str) -> list[Deployment]:
 
 
 def _with_version(d: Deployment, version: str) -> Deployment:
-    return Deployment(d.osname, d.checksum, d.serial, d.booted, version, d.staged)
+    return replace(d, version=version)
 
 
 def parse_status_json(text: str) -> list[Deployment]:
