@@ -38,7 +38,7 @@ class Artifacts:
 
     root: Path
     # The bootable disks a build makes: the names catalog entries give as `image.build`.
-    DISKS = ("disk", "noapparmor_disk", "ignition_disk")
+    DISKS = ("disk", "noapparmor_disk", "ignition_disk", "snap_disk")
 
     @property
     def disk(self) -> Path:
@@ -51,6 +51,10 @@ class Artifacts:
     @property
     def ignition_disk(self) -> Path:
         return self.root / "refos-ignition.qcow2"
+
+    @property
+    def snap_disk(self) -> Path:
+        return self.root / "refos-snap.qcow2"
 
     @property
     def kernel(self) -> Path:
@@ -71,10 +75,10 @@ class Artifacts:
 
 
 def recipe_hash() -> str:
-    """Hash of every recipe file (name, mode, bytes) and of this builder."""
+    """Hash of every recipe file (name, mode, bytes) and of this builder and its variants'."""
     h = hashlib.sha256()
     files = sorted(p for p in RECIPE.rglob("*") if p.is_file())
-    for p in [*files, Path(__file__)]:
+    for p in [*files, Path(__file__), Path(__file__).with_name("snap.py")]:
         h.update(str(p.relative_to(REPO)).encode() + b"\0")
         h.update(oct(p.stat().st_mode & 0o777).encode() + b"\0")
         h.update(p.read_bytes())
@@ -123,7 +127,7 @@ def _run(*cmd: str, **kw) -> subprocess.CompletedProcess:
 
 def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     started = time.monotonic()
-    tree, debs = out / "tree", out / "ignition-debs"
+    tree, debs = out / "tree", {v: out / f"{v}-debs" for v in ("ignition", "snap")}
     with step("mmdebstrap rootfs (Debian packages)", "image"):
         _bootstrap(tree, recipe, debs)
     shutil.copy(_one(tree / "boot", "vmlinuz-*"), out / "vmlinuz")
@@ -134,16 +138,17 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     _set_release(tree, versions["base"], build_id, "default")
     with step(f"disk refos.qcow2 (version {versions['base']})", "image"):
         _disk(out, tree, "refos", recipe["disk"], versions["base"], boot)
-    ignition = out / "tree-ignition"
-    with step("copy the tree for refos-ignition", "image"):
+    ignition, snap_tree = out / "tree-ignition", out / "tree-snap"
+    with step("copy the tree for refos-ignition and refos-snap", "image"):
         _run("cp", "-a", "--reflink=auto", str(tree), str(ignition))
+        _run("cp", "-a", "--reflink=auto", str(tree), str(snap_tree))
     _run("chroot", str(tree), "dpkg", "--purge", "apparmor", stdout=subprocess.DEVNULL)
     _set_release(tree, versions["base"], build_id, "noapparmor")
     with step(f"disk refos-noapparmor.qcow2 (version {versions['base']})", "image"):
         _disk(out, tree, "refos-noapparmor", recipe["disk"], versions["base"], boot)
     _remove_tree(tree)
     with step("refos-ignition: dracut and Ignition in, cloud-init out", "image"):
-        _ignition_tree(ignition, debs, recipe["ignition"])
+        _ignition_tree(ignition, debs["ignition"], recipe["ignition"])
     shutil.copy(_one(ignition / "boot", "initrd.img-*"), out / "initrd-ignition.img")
     boot = (out / "vmlinuz", out / "initrd-ignition.img")
     _payloads(out, ignition, versions, build_id, "payload-ignition", boot)
@@ -152,7 +157,13 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
         _disk(out, ignition, "refos-ignition", recipe["disk"], versions["base"], boot,
               recipe["ignition"]["firstboot_args"])
     _remove_tree(ignition)
-    shutil.rmtree(debs)
+    from harness.images import snap  # it builds on this module's steps
+
+    snap.build_disk(out, snap_tree, debs["snap"], recipe, build_id,
+                    (out / "vmlinuz", out / "initrd.img"))
+    _remove_tree(snap_tree)
+    for d in debs.values():
+        shutil.rmtree(d)
     sizes = {p.name: p.stat().st_size for p in out.iterdir()}
     manifest = {
         "build_id": build_id,
@@ -185,18 +196,22 @@ def _ignition_tree(tree: Path, debs: Path, variant: dict) -> None:
     (tree / "etc/sudoers.d/refos-core").chmod(0o440)
     inside = "/var/cache/refos-ignition-debs"
     _run("cp", "-a", str(debs), str(tree) + inside)
-    install = (f"apt-get install -y -q --no-install-recommends --purge {inside}/*.deb "
-               + " ".join(f"{p}-" for p in variant["remove"])
-               + f" && apt-get autoremove -y -q --purge && rm -rf {inside}")
-    # A private mount namespace: /proc, /sys and /dev vanish with the process.
-    mounts = (f"mount -t proc proc {tree}/proc && mount -t sysfs sysfs {tree}/sys && "
-              f"mount --rbind /dev {tree}/dev && chroot {tree} sh -c '{install}'")
-    _run("unshare", "--mount", "--propagation", "private", "sh", "-c", mounts,
-         stdout=subprocess.DEVNULL)
+    _chroot(tree, f"apt-get install -y -q --no-install-recommends --purge {inside}/*.deb "
+                  + " ".join(f"{p}-" for p in variant["remove"])
+                  + f" && apt-get autoremove -y -q --purge && rm -rf {inside}")
     # "uninitialized" makes the first boot a systemd first boot (machine-id(5), "First
     # Boot Semantics"; an empty file does not): only then does systemd apply presets,
     # which is how Ignition enables units (/etc/systemd/system-preset/20-ignition.preset).
     (tree / "etc/machine-id").write_text("uninitialized\n")
+
+
+def _chroot(tree: Path, script: str) -> None:
+    """Run `script` in `tree` in a private mount namespace: /proc, /sys and /dev
+    vanish with the process."""
+    mounts = (f"mount -t proc proc {tree}/proc && mount -t sysfs sysfs {tree}/sys && "
+              f"mount --rbind /dev {tree}/dev && chroot {tree} sh -c '{script}'")
+    _run("unshare", "--mount", "--propagation", "private", "sh", "-c", mounts,
+         stdout=subprocess.DEVNULL)
 
 
 def _one(directory: Path, pattern: str) -> Path:
@@ -206,15 +221,19 @@ def _one(directory: Path, pattern: str) -> Path:
     return found[0]
 
 
-def _bootstrap(tree: Path, recipe: dict, debs: Path) -> None:
+def _bootstrap(tree: Path, recipe: dict, debs: dict[str, Path]) -> None:
     """The one mmdebstrap run of a build. It also downloads (never installs) the
-    packages refos-ignition adds, into `debs`, so the variant needs no second
-    bootstrap and no package lists."""
-    cache = "/var/cache/refos-ignition-debs"
-    download = (f"mkdir -p {cache}/partial && apt-get install -y -q --download-only "
-                f"--no-install-recommends -o Dir::Cache::archives={cache} "
-                + " ".join(recipe["ignition"]["add"]) + f" && rm -rf {cache}/partial")
-    debs.mkdir()
+    packages each variant adds (recipe `[ignition]`, `[snap]`) into `debs`, so the
+    variants need no second bootstrap and no package lists."""
+    hooks = []
+    for variant, dest in debs.items():
+        cache = f"/var/cache/refos-{variant}-debs"
+        download = (f"mkdir -p {cache}/partial && apt-get install -y -q --download-only "
+                    f"--no-install-recommends -o Dir::Cache::archives={cache} "
+                    + " ".join(recipe[variant]["add"]) + f" && rm -rf {cache}/partial")
+        dest.mkdir()
+        hooks += [f"--customize-hook=chroot \"$1\" sh -c '{download}'",
+                  f"--customize-hook=sync-out {cache} {dest}"]
     customize = " && ".join(
         [
             "rm -f /etc/ssh/ssh_host_*",
@@ -224,7 +243,7 @@ def _bootstrap(tree: Path, recipe: dict, debs: Path) -> None:
             "systemctl enable " + " ".join(recipe["enable"]),
             "systemctl mask " + " ".join(recipe["mask"]),
             "update-initramfs -u -k all",
-            f"rm -rf {cache}",
+            "rm -rf /var/cache/refos-*-debs",
             "apt-get clean",
             "rm -rf /var/lib/apt/lists/*",
         ]
@@ -235,8 +254,7 @@ def _bootstrap(tree: Path, recipe: dict, debs: Path) -> None:
         "--include=" + ",".join(recipe["packages"]),
         "--components=main",
         "--customize-hook=sync-in " + str(RECIPE / "overlay") + " /",
-        f"--customize-hook=chroot \"$1\" sh -c '{download}'",
-        f"--customize-hook=sync-out {cache} {debs}",
+        *hooks,
         f"--customize-hook=chroot \"$1\" sh -c '{customize}'",
         recipe["suite"],
         str(tree),
