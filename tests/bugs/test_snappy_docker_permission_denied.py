@@ -99,8 +99,8 @@ def _require_refos_snap(distro) -> None:
 
 
 @pytest.mark.vm
-@pytest.mark.bug(url="", nearest=NEAREST, affected=["snappy-1504", "refos-snap"], fixed=[])
-@pytest.mark.parametrize("bug_distro", ["snappy-1504", "refos-snap"])
+@pytest.mark.bug(url="", nearest=NEAREST, affected=["refos-snap", "snappy-1504"], fixed=[])
+@pytest.mark.parametrize("bug_distro", ["refos-snap", "snappy-1504"])
 def test_docker_snap_runs_a_container(bug_distro, distro, boot_bug_distro):
     if bug_distro == "refos-snap":
         _require_refos_snap(distro)
