@@ -144,6 +144,14 @@ def with_version(snap_yaml: str, version: str) -> str:
     return new
 
 
+def compression(superblock: str) -> str:
+    """The compression `snap pack` should use to match the installed revision, from
+    `unsquashfs -s` ("Compression xz"); snap pack takes xz or lzo
+    (cmd/snap/cmd_pack.go @ 2.57; tests/main/snap-pack/task.yaml installs an lzo snap)."""
+    m = re.search(r"^Compression (\w+)", superblock, re.MULTILINE)
+    return m.group(1) if m and m.group(1) in ("xz", "lzo") else "xz"
+
+
 def change_id(stdout: str) -> str:
     """The change ID `--no-wait` prints (cmd/snap/wait.go @ 2.57, waitMixin.wait)."""
     found = stdout.strip()
@@ -188,12 +196,14 @@ class Snap:
             raise PreconditionMissing(f"{self.distro.name}: unsquashfs is missing (package "
                                       "squashfs-tools); it unpacks the installed revision")
         root, q = f"{work}/root", shlex.quote
-        machine.succeed(f"unsquashfs -q -n -d {q(root)} {SNAPS}/{row.name}_{row.rev}.snap",
-                        timeout=timeouts.get("ready"))
+        squashfs = f"{SNAPS}/{row.name}_{row.rev}.snap"
+        machine.succeed(f"unsquashfs -q -n -d {q(root)} {squashfs}", timeout=timeouts.get("ready"))
         meta = f"{root}/meta/snap.yaml"
         text = with_version(machine.succeed(f"cat {q(meta)}"), bumped(row.version))
         machine.succeed(f"cat > {q(meta)}", stdin=text.encode())
-        machine.succeed(f"snap pack {q(root)} --filename={q(work + '/' + row.name + '.snap')}",
+        packing = compression(machine.succeed(f"unsquashfs -s {squashfs}"))
+        machine.succeed(f"snap pack --compression={packing} {q(root)} "
+                        f"--filename={q(work + '/' + row.name + '.snap')}",
                         timeout=timeouts.get("ready"))
 
     def _change(self, machine, cmd: str) -> str:

@@ -3,6 +3,8 @@ Samples come from upstream, each naming its source, and (refos-snap) from the
 snapd 2.57 of a booted refos-snap guest, captured into tests/unit/samples/snap/."""
 
 import dataclasses
+import shutil
+import subprocess
 
 import pytest
 
@@ -139,6 +141,23 @@ def test_snap_yaml_gets_the_new_version_and_keeps_the_rest():
     assert "    version: not-this" in out and out.count("version:") == 2
     with pytest.raises(ValueError, match="no top-level version"):
         snap.with_version("name: docker\n", "1")
+
+
+@pytest.mark.parametrize(("made_with", "packed_with"), [
+    ("xz", "xz"), ("lzo", "lzo"), ("gzip", "xz")])  # snap pack takes only xz and lzo
+def test_the_repack_keeps_the_installed_revisions_compression(made_with, packed_with,
+                                                              tmp_path):
+    """Read from what Debian's unsquashfs -s says of a squashfs made here."""
+    if not shutil.which("mksquashfs"):
+        pytest.skip("squashfs-tools is not installed (make deps installs it)")
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "f").write_text("x")
+    image = tmp_path / "s.snap"
+    subprocess.run(["mksquashfs", tmp_path / "tree", image, "-comp", made_with, "-quiet",
+                    "-noappend"], check=True, capture_output=True)
+    superblock = subprocess.run(["unsquashfs", "-s", image], check=True, capture_output=True,
+                                text=True).stdout
+    assert snap.compression(superblock) == packed_with
 
 
 # --- Snappy 15.04 -----------------------------------------------------------------
