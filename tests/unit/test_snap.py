@@ -85,6 +85,20 @@ def test_the_catalog_names_the_snap_that_stands_for_the_system():
     assert updater(named)._target(snap.parse_list(CORE24_LIST)).slot == "docker@2915"
 
 
+# refos-snap's `snap list`, in the shape of the samples above (values from its
+# recipe, images/refos/snap). Replaced by a capture once refos-snap boots.
+REFOS_SNAP_LIST = """Name        Version        Rev  Tracking  Publisher  Notes
+docker      20.10.24+dfsg1 x1   -         -          -
+refos-base  1              x1   -         -          base
+snapd       2.57.6         x1   -         -          snapd
+"""
+
+
+def test_refos_snaps_system_snap_is_its_docker_snap():
+    adapter = updater(catalog.get("refos-snap"))
+    assert adapter._target(snap.parse_list(REFOS_SNAP_LIST)).slot == "docker@x1"
+
+
 # --- snap changes -----------------------------------------------------------------
 
 # cmd/snap/cmd_changes.go @ 2.57 prints "ID\tStatus\tSpawn\tReady\tSummary" through a
@@ -158,6 +172,62 @@ def test_the_repack_keeps_the_installed_revisions_compression(made_with, packed_
     superblock = subprocess.run(["unsquashfs", "-s", image], check=True, capture_output=True,
                                 text=True).stdout
     assert snap.compression(superblock) == packed_with
+
+
+class SnapGuest:
+    """Answers the adapter's commands with outputs in snapd's shapes, to inject the
+    faults a healthy refos-snap does not produce: a change that ends in Error, a
+    guest without unsquashfs. Everything else is the real thing on refos-snap."""
+
+    def __init__(self, final: str = "Done", unsquashfs: bool = True):
+        self.final, self.unsquashfs, self.ran = final, unsquashfs, []
+
+    def run(self, cmd, timeout=None, stdin=None):
+        from harness.vm.ssh import Result
+
+        self.ran.append(cmd)
+        if cmd == "command -v unsquashfs" and not self.unsquashfs:
+            return Result(1, "", "")
+        if cmd.startswith("snap watch"):
+            return Result(1 if self.final == "Error" else 0, "", "")
+        out = {"snap list": REFOS_SNAP_LIST, "mktemp": "/var/tmp/harness-repack.abc\n",
+               "cat /var": "name: docker\nversion: '20.10.24+dfsg1'\n",
+               "unsquashfs -s": "Compression lzo\n", "snap install": "12\n",
+               "snap revert": "13\n",
+               "snap changes": f"ID Status Spawn Ready Summary\n12 {self.final} today "
+                               f"today Install\n13 {self.final} today today Revert\n"}
+        return Result(0, next((v for k, v in out.items() if cmd.startswith(k)), ""), "")
+
+    def succeed(self, cmd, timeout=None, stdin=None):
+        return self.run(cmd, timeout, stdin).stdout
+
+
+def test_a_change_that_ends_in_error_is_a_refusal_that_fails_the_suite():
+    from harness.updates import Refused, pytest_verdict
+
+    with pytest.raises(Refused, match=r"change 12 .* is Error") as e:
+        updater(catalog.get("refos-snap")).stage(SnapGuest("Error"))
+    assert pytest_verdict(e.value)[0] == "fail"
+    with pytest.raises(Refused, match="change 13"):
+        updater(catalog.get("refos-snap")).rollback(SnapGuest("Error"))
+
+
+def test_a_guest_without_unsquashfs_misses_a_precondition_and_says_which():
+    from harness.updates import PreconditionMissing
+
+    with pytest.raises(PreconditionMissing, match="squashfs-tools"):
+        updater(catalog.get("refos-snap")).stage(SnapGuest(unsquashfs=False))
+
+
+def test_staging_repacks_the_installed_revision_and_installs_it_dangerously():
+    guest = SnapGuest()
+    updater(catalog.get("refos-snap")).stage(guest)
+    steps = [c.split()[0] + " " + c.split()[1] for c in guest.ran]
+    assert "unsquashfs -q" in steps and "snap pack" in steps
+    assert steps.index("unsquashfs -q") < steps.index("snap pack") < steps.index("snap install")
+    assert any(c.startswith("snap pack --compression=lzo") for c in guest.ran)
+    assert any(c.startswith("snap install --dangerous --no-wait") for c in guest.ran)
+    assert guest.ran[-1].startswith("snap list")
 
 
 # --- Snappy 15.04 -----------------------------------------------------------------
