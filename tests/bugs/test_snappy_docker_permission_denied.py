@@ -56,6 +56,14 @@ def _connect(m, connected: bool) -> None:
         m.succeed(f"snap {verb} docker:{plug}")
 
 
+def _restart_connected(m) -> None:
+    """Connect the plugs and start the daemon afresh under the full profile, as it
+    starts when the plugs are connected at install."""
+    _connect(m, True)
+    m.succeed("snap restart docker.dockerd")
+    m.wait_until_succeeds("docker info >/dev/null")
+
+
 def _reproduce_on_refos_snap(m) -> None:
     m.succeed("docker load", stdin=dockerimage.build())
     assert m.run(RUN).status == 0, "docker run must work before the plugs are disconnected"
@@ -65,7 +73,7 @@ def _reproduce_on_refos_snap(m) -> None:
         result = m.run(RUN)
         log = _kernel_log_since(m, since)
     finally:
-        _connect(m, True)
+        _restart_connected(m)
     assert result.status != 0, "docker run succeeded without docker-support: not reproduced"
     assert is_this_bug(result.stderr, log), (
         f"docker run failed, but not with this bug (symptom {SYMPTOM!r} and an AppArmor "
@@ -113,7 +121,7 @@ def test_docker_snap_runs_a_container(bug_distro, distro, boot_bug_distro):
 def test_connected_docker_support_fixes_the_permission_denied(distro, machine):
     """The fix, in the same place: the plugs connected, the same run succeeds."""
     _require_refos_snap(distro)
-    _connect(machine, True)
+    _restart_connected(machine)
     connected = machine.succeed("snap connections docker")
     for plug in DAEMON_PLUGS:
         assert re.search(rf"docker:{plug}\s+:docker-support", connected), connected
