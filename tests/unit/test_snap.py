@@ -1,6 +1,8 @@
 """The snap adapter (snapd) and the Snappy 15.04 adapter read their tools' output.
-Samples come from upstream, each naming its source, and (refos-snap) from the
-snapd 2.57 of a booted refos-snap guest, captured into tests/unit/samples/snap/."""
+Samples come from upstream, each naming its source. refos-snap's `snap list` is
+written in the shape of those samples with the values of its recipe: no refos-snap
+guest had booted when these tests were written, so no capture of its snapd replaces
+it yet."""
 
 import dataclasses
 import shutil
@@ -85,8 +87,8 @@ def test_the_catalog_names_the_snap_that_stands_for_the_system():
     assert updater(named)._target(snap.parse_list(CORE24_LIST)).slot == "docker@2915"
 
 
-# refos-snap's `snap list`, in the shape of the samples above (values from its
-# recipe, images/refos/snap). Replaced by a capture once refos-snap boots.
+# refos-snap's `snap list`, in the shape of the samples above, values from its recipe
+# (images/refos/snap: local revisions x1, no tracking, no publisher).
 REFOS_SNAP_LIST = """Name        Version        Rev  Tracking  Publisher  Notes
 docker      20.10.24+dfsg1 x1   -         -          -
 refos-base  1              x1   -         -          base
