@@ -16,25 +16,30 @@ run: deps venv services image
 	$(VENV)/bin/harness run
 
 # The fast tests first. Then the VM tests as two pytest processes side by side, one per
-# core: refos (the driver, the suites, the bug cases, the matrix path) here, and
-# refos-ignition (its suites and Ignition's own tests) beside it, its output in
-# artifacts/test-refos-ignition.log and its summary shown at the end. Both must pass.
+# core: refos (the driver, the suites, the bug cases, the matrix path) here, and beside
+# it refos-ignition (its suites and Ignition's own tests) then refos-snap (the suites,
+# Docker as a snap), their output in artifacts/test-<distro>.log and their summaries
+# shown at the end. All must pass.
 IGNITION := $(wildcard tests/harness/test_ignition.py)
+SIDE_LOGS := artifacts/test-refos-ignition.log artifacts/test-refos-snap.log
 test: deps venv services image
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest tests/unit tests/hostile --offline
-	@mkdir -p artifacts; side=""; \
-	if [ -n "$(IGNITION)" ]; then \
-	  $(VENV)/bin/pytest tests/suites $(IGNITION) --distro=refos-ignition --offline \
-	    -p no:cacheprovider > artifacts/test-refos-ignition.log 2>&1 & side=$$!; \
-	fi; \
+	@mkdir -p artifacts; rm -f $(SIDE_LOGS); \
+	( rc=0; \
+	  if [ -n "$(IGNITION)" ]; then \
+	    $(VENV)/bin/pytest tests/suites $(IGNITION) --distro=refos-ignition --offline \
+	      -p no:cacheprovider > artifacts/test-refos-ignition.log 2>&1 || rc=1; \
+	  fi; \
+	  $(VENV)/bin/pytest tests/suites --distro=refos-snap --offline \
+	    -p no:cacheprovider > artifacts/test-refos-snap.log 2>&1 || rc=1; \
+	  exit $$rc ) & side=$$!; \
 	$(VENV)/bin/pytest tests/harness tests/suites tests/bugs --offline \
-	  $(if $(IGNITION),--ignore=$(IGNITION)); main=$$?; other=0; \
-	if [ -n "$$side" ]; then \
-	  wait $$side; other=$$?; \
-	  echo "== refos-ignition (exit $$other; full log: artifacts/test-refos-ignition.log)"; \
-	  tail -n 30 artifacts/test-refos-ignition.log; \
-	fi; \
+	  $(if $(IGNITION),--ignore=$(IGNITION)); main=$$?; \
+	wait $$side; other=$$?; \
+	for log in $(SIDE_LOGS); do \
+	  [ ! -f $$log ] || { echo "== $$log (full log there)"; tail -n 30 $$log; }; \
+	done; \
 	exit $$(( main || other ))
 
 deps:

@@ -128,6 +128,9 @@ def _run(*cmd: str, **kw) -> subprocess.CompletedProcess:
 def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     started = time.monotonic()
     tree, debs = out / "tree", {v: out / f"{v}-debs" for v in ("ignition", "snap")}
+    from harness.images import snap  # refos-snap builds on this module's steps
+
+    base = snap.start_base(out, recipe)
     with step("mmdebstrap rootfs (Debian packages)", "image"):
         _bootstrap(tree, recipe, debs)
     shutil.copy(_one(tree / "boot", "vmlinuz-*"), out / "vmlinuz")
@@ -157,10 +160,8 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
         _disk(out, ignition, "refos-ignition", recipe["disk"], versions["base"], boot,
               recipe["ignition"]["firstboot_args"])
     _remove_tree(ignition)
-    from harness.images import snap  # it builds on this module's steps
-
     snap.build_disk(out, snap_tree, debs["snap"], recipe, build_id,
-                    (out / "vmlinuz", out / "initrd.img"))
+                    (out / "vmlinuz", out / "initrd.img"), base)
     _remove_tree(snap_tree)
     for d in debs.values():
         shutil.rmtree(d)
