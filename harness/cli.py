@@ -264,7 +264,7 @@ def cmd_repro(args: argparse.Namespace) -> int:
     artifacts = Path(args.artifacts).resolve()
     status = 0
     for target in targets:
-        print(f"harness repro: {args.bug} on {target} ({case.url or 'no tracker link'})")
+        print(f"harness repro: {args.bug} on {target} ({case.link()})")
         argv = [case.node(target), f"--distro={target}", f"--artifacts={artifacts}",
                 "--runxfail", "-rA", "-p", "no:cacheprovider"]
         argv += ["--keep-vm"] if args.keep_vm else []

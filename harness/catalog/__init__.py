@@ -79,6 +79,9 @@ class Promises:
     readonly: tuple[str, ...] = ()
     writable: tuple[str, ...] = ()
     auto_fallback: bool = False
+    # What the update mechanism updates, where the mechanism alone cannot tell (snap:
+    # the snap that stands for the system); "" for the mechanism's own choice.
+    update_target: str = ""
     # Why a promise is absent, in the distro's own terms (shown as skip reasons).
     notes: dict[str, str] = field(default_factory=dict)
 

@@ -38,7 +38,7 @@ class Artifacts:
 
     root: Path
     # The bootable disks a build makes: the names catalog entries give as `image.build`.
-    DISKS = ("disk", "noapparmor_disk", "ignition_disk", "ostree_disk")
+    DISKS = ("disk", "noapparmor_disk", "ignition_disk", "ostree_disk", "snap_disk")
 
     @property
     def disk(self) -> Path:
@@ -55,6 +55,10 @@ class Artifacts:
     @property
     def ostree_disk(self) -> Path:
         return self.root / "refos-ostree.qcow2"
+
+    @property
+    def snap_disk(self) -> Path:
+        return self.root / "refos-snap.qcow2"
 
     @property
     def kernel(self) -> Path:
@@ -75,10 +79,11 @@ class Artifacts:
 
 
 def recipe_hash() -> str:
-    """Hash of every recipe file (name, mode, bytes) and of this builder."""
+    """Hash of every recipe file (name, mode, bytes) and of this builder and its variants'."""
     h = hashlib.sha256()
     files = sorted(p for p in RECIPE.rglob("*") if p.is_file())
-    for p in [*files, Path(__file__), Path(__file__).with_name("ostree.py")]:
+    builders = [Path(__file__).with_name(f"{v}.py") for v in ("build", "ostree", "snap")]
+    for p in [*files, *builders]:
         h.update(str(p.relative_to(REPO)).encode() + b"\0")
         h.update(oct(p.stat().st_mode & 0o777).encode() + b"\0")
         h.update(p.read_bytes())
@@ -127,9 +132,10 @@ def _run(*cmd: str, **kw) -> subprocess.CompletedProcess:
 
 def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     started = time.monotonic()
-    from harness.images import ostree  # it builds on this module's helpers
+    from harness.images import ostree, snap  # they build on this module's helpers
 
-    tree, debs = out / "tree", out / "ignition-debs"
+    tree = out / "tree"
+    base = snap.start_base(out, recipe)
     with step("mmdebstrap rootfs (Debian packages)", "image"):
         _bootstrap(tree, recipe, out)
     shutil.copy(_one(tree / "boot", "vmlinuz-*"), out / "vmlinuz")
@@ -140,17 +146,17 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     _set_release(tree, versions["base"], build_id, "default")
     with step(f"disk refos.qcow2 (version {versions['base']})", "image"):
         _disk(out, tree, "refos", recipe["disk"], versions["base"], boot)
-    ignition, ostree_tree = out / "tree-ignition", out / "tree-ostree"
-    with step("copy the tree for refos-ignition and refos-ostree", "image"):
-        _run("cp", "-a", "--reflink=auto", str(tree), str(ignition))
-        _run("cp", "-a", "--reflink=auto", str(tree), str(ostree_tree))
+    ignition, ostree_tree, snap_tree = (out / f"tree-{v}" for v in ("ignition", "ostree", "snap"))
+    with step("copy the tree for refos-ignition, refos-ostree and refos-snap", "image"):
+        for copy in (ignition, ostree_tree, snap_tree):
+            _run("cp", "-a", "--reflink=auto", str(tree), str(copy))
     _run("chroot", str(tree), "dpkg", "--purge", "apparmor", stdout=subprocess.DEVNULL)
     _set_release(tree, versions["base"], build_id, "noapparmor")
     with step(f"disk refos-noapparmor.qcow2 (version {versions['base']})", "image"):
         _disk(out, tree, "refos-noapparmor", recipe["disk"], versions["base"], boot)
     _remove_tree(tree)
     with step("refos-ignition: dracut and Ignition in, cloud-init out", "image"):
-        _ignition_tree(ignition, debs, recipe["ignition"])
+        _ignition_tree(ignition, out / "ignition-debs", recipe["ignition"])
     shutil.copy(_one(ignition / "boot", "initrd.img-*"), out / "initrd-ignition.img")
     boot = (out / "vmlinuz", out / "initrd-ignition.img")
     _payloads(out, ignition, versions, build_id, "payload-ignition", boot)
@@ -159,8 +165,12 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
         _disk(out, ignition, "refos-ignition", recipe["disk"], versions["base"], boot,
               recipe["ignition"]["firstboot_args"])
     _remove_tree(ignition)
-    shutil.rmtree(debs)
+    shutil.rmtree(out / "ignition-debs")
     ostree.build_disk(out, ostree_tree, recipe["ostree"], versions["base"], build_id)
+    snap.build_disk(out, snap_tree, out / "snap-debs", recipe, build_id,
+                    (out / "vmlinuz", out / "initrd.img"), base)
+    _remove_tree(snap_tree)
+    shutil.rmtree(out / "snap-debs")
     sizes = {p.name: p.stat().st_size for p in out.iterdir()}
     manifest = {
         "build_id": build_id,
@@ -198,17 +208,23 @@ def _ignition_tree(tree: Path, debs: Path, variant: dict) -> None:
     (tree / "etc/machine-id").write_text("uninitialized\n")
 
 
-def install_debs(tree: Path, debs: Path, remove: list[str]) -> None:
+def install_debs(tree: Path, debs: Path, remove: list[str], autoremove: bool = True) -> None:
     """Install the downloaded packages in `debs` into a copy of the tree, offline, and
-    purge `remove`; installing dracut runs it for the kernel."""
+    purge `remove` (and, with `autoremove`, what only they needed); installing dracut
+    runs it for the kernel."""
     inside = "/var/cache/refos-variant-debs"
     _run("cp", "-a", str(debs), str(tree) + inside)
-    install = (f"apt-get install -y -q --no-install-recommends --purge {inside}/*.deb "
-               + " ".join(f"{p}-" for p in remove)
-               + f" && apt-get autoremove -y -q --purge && rm -rf {inside}")
-    # A private mount namespace: /proc, /sys and /dev vanish with the process.
+    _chroot(tree, f"apt-get install -y -q --no-install-recommends --purge {inside}/*.deb "
+                  + " ".join(f"{p}-" for p in remove)
+                  + (" && apt-get autoremove -y -q --purge" if autoremove else "")
+                  + f" && rm -rf {inside}")
+
+
+def _chroot(tree: Path, script: str) -> None:
+    """Run `script` in `tree` in a private mount namespace: /proc, /sys and /dev
+    vanish with the process."""
     mounts = (f"mount -t proc proc {tree}/proc && mount -t sysfs sysfs {tree}/sys && "
-              f"mount --rbind /dev {tree}/dev && chroot {tree} sh -c '{install}'")
+              f"mount --rbind /dev {tree}/dev && chroot {tree} sh -c '{script}'")
     _run("unshare", "--mount", "--propagation", "private", "sh", "-c", mounts,
          stdout=subprocess.DEVNULL)
 
@@ -222,10 +238,10 @@ def _one(directory: Path, pattern: str) -> Path:
 
 def _bootstrap(tree: Path, recipe: dict, out: Path) -> None:
     """The one mmdebstrap run of a build. It also downloads (never installs) the
-    packages refos-ignition and refos-ostree add, into `out`/VARIANT-debs, so the
-    variants need no second bootstrap and no package lists."""
-    hooks, caches = [], []
-    for variant in ("ignition", "ostree"):
+    packages each variant adds (recipe `[ignition]`, `[ostree]`, `[snap]`) into
+    `out`/VARIANT-debs, so the variants need no second bootstrap and no package lists."""
+    hooks = []
+    for variant in ("ignition", "ostree", "snap"):
         cache = f"/var/cache/refos-{variant}-debs"
         download = (f"mkdir -p {cache}/partial && apt-get install -y -q --download-only "
                     f"--no-install-recommends -o Dir::Cache::archives={cache} "
@@ -233,7 +249,6 @@ def _bootstrap(tree: Path, recipe: dict, out: Path) -> None:
         (out / f"{variant}-debs").mkdir()
         hooks += [f"--customize-hook=chroot \"$1\" sh -c '{download}'",
                   f"--customize-hook=sync-out {cache} {out / f'{variant}-debs'}"]
-        caches.append(cache)
     customize = " && ".join(
         [
             "rm -f /etc/ssh/ssh_host_*",
@@ -243,7 +258,7 @@ def _bootstrap(tree: Path, recipe: dict, out: Path) -> None:
             "systemctl enable " + " ".join(recipe["enable"]),
             "systemctl mask " + " ".join(recipe["mask"]),
             "update-initramfs -u -k all",
-            "rm -rf " + " ".join(caches),
+            "rm -rf /var/cache/refos-*-debs",
             "apt-get clean",
             "rm -rf /var/lib/apt/lists/*",
         ]

@@ -30,8 +30,9 @@ MARKERS = {
     "evidence.CHECKS), e.g. allow('segfault')": "",
     "promise(*names): the test checks these catalog promises (harness.plugin.promises."
     "PROMISES); skipped before any boot, in the catalog's words, where they are not made": "",
-    "bug(url, affected, fixed, affected_versions, fixed_versions): reproduces a reported "
-    "bug; parametrize the test over `bug_distro`; on the affected distros it must fail "
+    "bug(url, affected, fixed, affected_versions, fixed_versions, nearest): reproduces a "
+    "reported bug (url \"\" when none was found, nearest: the closest report); "
+    "parametrize the test over `bug_distro`; on the affected distros it must fail "
     "with the bug's symptom (pytest.fail), anything else is a real failure": "",
 }
 
@@ -125,8 +126,8 @@ def _mark_bug(item: pytest.Item) -> None:
         # precondition or a harness error on the way is a real failure.
         item.add_marker(pytest.mark.xfail(
             strict=True, raises=pytest.fail.Exception,
-            reason=f"{target} is affected by "
-            f"{bug.kwargs.get('url') or 'a reported bug with no tracker link'}"))
+            reason=f"{target} is affected by a reported bug "
+            f"({bugs.link(bug.kwargs.get('url', ''), bug.kwargs.get('nearest', ''))})"))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -19,10 +19,21 @@ class BugCase:
     url: str
     affected: tuple[str, ...]
     fixed: tuple[str, ...]
+    nearest: str = ""  # the closest upstream report, when the bug itself has none
 
     def node(self, distro: str) -> str:
         """The pytest node id of this case for one `bug_distro`."""
         return f"{self.path}::{self.function}[{distro}]"
+
+    def link(self) -> str:
+        return link(self.url, self.nearest)
+
+
+def link(url: str, nearest: str = "") -> str:
+    """The tracker link, or what is known instead: none, or the nearest report."""
+    if url:
+        return url
+    return f"no tracker link; nearest report {nearest}" if nearest else "no tracker link"
 
 
 def known() -> list[str]:
@@ -44,7 +55,7 @@ def find(name: str) -> BugCase:
             if mark.name == "bug":
                 kw = mark.kwargs
                 return BugCase(path, attr, kw.get("url", ""), tuple(kw.get("affected", ())),
-                               tuple(kw.get("fixed", ())))
+                               tuple(kw.get("fixed", ())), kw.get("nearest", ""))
     raise LookupError(f"{path} has no test marked @pytest.mark.bug")
 
 

@@ -48,10 +48,13 @@ How each format maps it (a key a format cannot express is a SeedError):
      instead. Unverified: that a stock (signed-grade) Ubuntu Core 22/24 image lets
      cloud-init read it on first boot, and that users, runcmd, units and ssh_keys
      apply there (its / is read-only; users go to extrausers).
- (7) Ubuntu Snappy 15.04 reads no first-boot configuration; the harness must log in
-     by password and cannot verify the host key in advance (Media.password_login,
-     Media.host_key_given = False). harness.vm.ssh.trust_for pins the key the
-     console prints, else trusts the first key offered with a WARNING.
+ (7) Ubuntu Snappy 15.04 runs cloud-init from the NoCloud seed its image builder
+     baked in (writable/system-data/var/lib/cloud/seed/nocloud-net/, password
+     ubuntu); nothing is attached, so the harness logs in by that password and
+     cannot verify the host key in advance (Media.password_login,
+     Media.host_key_given = False). An attached CIDATA disk would replace the baked
+     user-data (a guess; see the catalog's snappy-1504 entry). harness.vm.ssh.trust_for
+     pins the key the console prints, else trusts the first key offered with a WARNING.
 
 Seed options (catalog `boot.seed_options`): `ignition_spec` (default 3.3.0),
 `fw_cfg` (opt/com.coreos/config for Fedora CoreOS, opt/org.flatcar-linux/config
@@ -205,8 +208,8 @@ def _ubuntu_core(intent: Intent, dest: Path, opts: dict) -> Media:
 def _none(intent: Intent, dest: Path, opts: dict) -> Media:
     if intent.extra:
         key = next(iter(intent.extra))
-        raise SeedError(f"extra.{key}: this distro reads no first-boot configuration "
-                        "(Snappy 15.04: default login only)")
+        raise SeedError(f"extra.{key}: seed format 'none' attaches no first-boot media "
+                        "(Snappy 15.04 reads only the seed baked into its image)")
     login = template("none.json")["login"]
     return Media({}, password_login=(login["user"], login["password"]), host_key_given=False,
                  notes=("no first-boot media: log in by password; the host key is the "

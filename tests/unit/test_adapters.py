@@ -16,8 +16,6 @@ from harness.updates import (
     Refused,
     pytest_verdict,
     ros,
-    snap,
-    snappy,
     update_engine,
     updater,
 )
@@ -102,76 +100,6 @@ def test_os_release_version_is_read_quoted_or_not():
         == "647.0.0"
 
 
-# snappy list -v: a tabwriter table "Name Date Version Developer", every installed
-# version a row, the developer followed by `*` when active or `!` when it needs a
-# reboot to become active (showVerboseList in cmd/snappy/cmd_list.go; the snappy
-# history in canonical/snapd @ 7af770d3, 2015-04-16, a week before 15.04 shipped; the
-# 15.04 image's own snappy build is not pinned here). Dates and versions are examples.
-SNAPPY_LIST = """Name          Date       Version   Developer
-ubuntu-core   2015-04-23 2         ubuntu*
-ubuntu-core   2015-05-05 3         ubuntu!
-docker        2015-04-24 1.6.0.002 canonical*
-webdm         2015-04-23 0.5       sideload*
-"""
-
-
-def test_snappy_list_reads_rows_and_their_marks():
-    parts = snappy.parse_list(SNAPPY_LIST)
-    assert [p.name for p in parts] == ["ubuntu-core", "ubuntu-core", "docker", "webdm"]
-    assert parts[2] == snappy.Part("docker", "2015-04-24", "1.6.0.002", "canonical", True, False)
-
-
-def test_snappy_os_version_now_and_after_the_next_boot():
-    parts = snappy.parse_list(SNAPPY_LIST)
-    assert snappy.os_version(parts) == "2"
-    assert snappy.os_version(parts, next_boot=True) == "3"
-
-
-def test_snappy_list_without_ubuntu_core_is_an_error():
-    with pytest.raises(ValueError, match="ubuntu-core"):
-        snappy.os_version(snappy.parse_list("Name Date Version Developer\n"))
-
-
-# snap list --all: "Name\tVersion\tRev\tTracking\tPublisher\tNotes" through a tabwriter;
-# Notes is the snap type (base, gadget, kernel, snapd; none for apps), then `disabled`
-# for inactive revisions, comma-joined, or `-` (canonical/snapd cmd/snap/cmd_list.go
-# and cmd/snap/notes.go @ 2.63). Revisions and versions are examples.
-SNAP_LIST = """Name       Version         Rev    Tracking       Publisher   Notes
-core24     20240528        423    latest/stable  canonical✓  base,disabled
-core24     20240710        490    latest/stable  canonical✓  base
-pc         24-0.1          193    24/stable      canonical✓  gadget
-pc-kernel  6.8.0-38.38.1   1889   24/stable      canonical✓  kernel
-snapd      2.63            21759  latest/stable  canonical✓  snapd
-docker     24.0.5          2915   latest/stable  canonical✓  -
-"""
-
-# snap changes: "ID\tStatus\tSpawn\tReady\tSummary", the times human-formatted with
-# spaces in them (canonical/snapd cmd/snap/cmd_changes.go @ 2.63). Values are examples.
-SNAP_CHANGES = """ID   Status  Spawn               Ready               Summary
-7    Done    today at 10:02 UTC  today at 10:03 UTC  Refresh "core24" snap
-8    Doing   today at 10:10 UTC  -                   Revert "core24" snap
-"""
-
-
-def test_snap_list_reads_columns_and_comma_notes():
-    rows = snap.parse_list(SNAP_LIST)
-    assert len(rows) == 6
-    assert rows[0].notes == ("base", "disabled") and rows[0].disabled
-    assert rows[5].notes == ()
-
-
-def test_snap_base_is_the_enabled_core_revision():
-    base = snap.base_snap(snap.parse_list(SNAP_LIST))
-    assert (base.name, base.rev, base.version) == ("core24", "490", "20240710")
-
-
-def test_snap_newest_revision_is_by_number_not_text():
-    rows = snap.parse_list(SNAP_LIST.replace(" 490 ", " 1000"))
-    assert snap.newest_revision(rows, "core24").rev == "1000"
-
-
-def test_snap_changes_gives_each_change_its_status():
-    assert snap.parse_changes(SNAP_CHANGES) == {"7": "Done", "8": "Doing"}
 
 
 # ros -v as quoted in rancher/os#2311 ("version v1.4.0-rc1 from os image

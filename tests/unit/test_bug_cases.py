@@ -6,6 +6,7 @@ import pytest
 from harness import catalog
 from harness.plugin import bugs
 from tests.bugs import test_docker_apparmor as apparmor_case
+from tests.bugs import test_snappy_docker_permission_denied as snappy_case
 
 # The daemon's error as moby/moby#44900 quotes it (Docker 23.0.0, Debian 11).
 MOBY_44900 = ("Error response from daemon: AppArmor enabled on system but the docker-default "
@@ -33,6 +34,46 @@ def test_apparmor_symptom_is_44900s_and_not_another_apparmor_failure():
     assert apparmor_case.SYMPTOM.search(MOBY_44900)
     assert not apparmor_case.SYMPTOM.search(MOBY_20554)
     assert not apparmor_case.SYMPTOM.search(DOCKER_SNAP_95)
+
+
+# docker-snap/docker#5 (Ubuntu Core 16, 2016-11-09), as the report quotes them: the
+# kernel's denial of the docker snap's daemon profile, then Docker's error.
+DOCKER_SNAP_5_KERNEL = (
+    'Nov  9 16:47:36 localhost kernel: [82650.637069] audit: type=1400 '
+    'audit(1478710056.851:11530): apparmor="DENIED" operation="mkdir" '
+    'profile="snap.docker.dockerd" name="/var/lib/snapd/hostfs/sys/fs/cgroup/cpuset/docker/" '
+    'pid=10731 comm="docker-runc" requested_mask="c" denied_mask="c" fsuid=0 ouid=0')
+DOCKER_SNAP_5_ERROR = ('oci runtime error: mkdir /var/lib/snapd/hostfs/sys/fs/cgroup/cpuset/'
+                       'docker: permission denied')
+# The same denial for Docker's own container profile, not the snap's (a different
+# failure), in the kernel's audit format as above.
+DOCKER_DEFAULT_DENIAL = DOCKER_SNAP_5_KERNEL.replace('profile="snap.docker.dockerd"',
+                                                     'profile="docker-default"')
+
+
+def test_snappy_case_names_no_2015_report_and_the_nearest_upstream_one():
+    case = bugs.find("snappy_docker_permission_denied")
+    assert case.url == ""
+    assert case.nearest == "https://github.com/docker-snap/docker/issues/5"
+    assert case.link() == "no tracker link; nearest report " + case.nearest
+    assert set(case.affected) == {"snappy-1504", "refos-snap"} and case.fixed == ()
+
+
+def test_snappy_case_takes_docker_snap_5s_failure_for_the_bug():
+    assert snappy_case.snap_denials(f"other line\n{DOCKER_SNAP_5_KERNEL}\n") == \
+        [DOCKER_SNAP_5_KERNEL]
+    assert snappy_case.is_this_bug(DOCKER_SNAP_5_ERROR, DOCKER_SNAP_5_KERNEL)
+
+
+@pytest.mark.parametrize(("error", "kernel"), [
+    (DOCKER_SNAP_5_ERROR, ""),  # the symptom with no denial: another cause
+    (DOCKER_SNAP_5_ERROR, DOCKER_DEFAULT_DENIAL),  # a container's profile, not the snap's
+    (DOCKER_SNAP_95, DOCKER_DEFAULT_DENIAL),
+    ("docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock.",
+     DOCKER_SNAP_5_KERNEL),  # a denial, but Docker did not say permission denied
+])
+def test_snappy_case_rejects_failures_that_lack_the_symptom_or_the_cause(error, kernel):
+    assert not snappy_case.is_this_bug(error, kernel)
 
 
 def test_pivot_root_case_checks_the_first_fixed_release_v141():
