@@ -8,7 +8,7 @@ build packs three snaps with Debian's own `snap pack`, run in that tree:
   @ 2.57.6, repack_snapd_snap_with_deb_content). snapd installs the snapd snap
   from the store before any snap whose base is not `core`, unless it is already
   installed (overlord/snapstate/handlers.go @ 2.57.6, installPrereqs);
-- `refos-base`: a Debian bookworm minbase made by a second mmdebstrap run, with
+- `core22`: a Debian bookworm minbase made by a second mmdebstrap run, with
   what Docker links against and calls;
 - `docker`: Debian's docker.io, containerd and runc binaries with a `dockerd`
   daemon app and a `docker` command (images/refos/snap/docker/meta/snap.yaml).
@@ -45,8 +45,8 @@ BASE_MOUNT_POINTS = ("snap", "usr/lib/snapd", "usr/src", "var/snap", "var/lib/sn
 def start_base(out: Path, recipe: dict) -> Future:
     """Bootstrap the base snap's tree in the background, beside refos's own
     mmdebstrap run (it needs nothing from it): about 80 s less on a cold build."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refos-base")
-    future = pool.submit(_base, out / "refos-base", recipe["suite"],
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-snap")
+    future = pool.submit(_base, out / "core22", recipe["suite"],
                          recipe["snap"]["base_packages"])
     pool.shutdown(wait=False)
     return future
@@ -71,11 +71,11 @@ def build_disk(out: Path, tree: Path, debs: Path, recipe: dict, build_id: str,
         refos.install_debs(tree, debs, variant["remove"], autoremove=False)
     with step("refos-snap: wait for the base snap's mmdebstrap", "image"):
         base.result()
-    refos._run("mv", str(out / "refos-base"), str(work / "refos-base"))
+    refos._run("mv", str(out / "core22"), str(work / "core22"))
     _stage(SNAPS / "snapd", work / "snapd", _version(tree, "snapd"))
     refos._run("dpkg-deb", "-x", str(refos._one(debs, "snapd_*.deb")), str(work / "snapd"))
     (tree / SNAP_DIR.lstrip("/")).mkdir(parents=True)
-    for name in ("snapd", "refos-base", "docker"):
+    for name in ("snapd", "core22", "docker"):
         with step(f"refos-snap: snap pack {name}", "image"):
             refos._chroot(tree, f"snap pack --compression={variant['compression']} "
                                 f"{BUILD_DIR}/{name} --filename={SNAP_DIR}/{name}.snap")
@@ -115,4 +115,4 @@ def _base(dest: Path, suite: str, packages: list[str]) -> None:
     refos._run("mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages),
                "--components=main", f"--customize-hook={hook}", suite, str(dest),
                stdout=subprocess.DEVNULL)
-    _stage(SNAPS / "refos-base", dest, (dest / "etc/debian_version").read_text().strip())
+    _stage(SNAPS / "core22", dest, (dest / "etc/debian_version").read_text().strip())

@@ -91,7 +91,7 @@ def test_the_catalog_names_the_snap_that_stands_for_the_system():
 # (images/refos/snap: local revisions x1, no tracking, no publisher).
 REFOS_SNAP_LIST = """Name        Version        Rev  Tracking  Publisher  Notes
 docker      20.10.24+dfsg1 x1   -         -          -
-refos-base  1              x1   -         -          base
+core22      12.12          x1   -         -          base
 snapd       2.57.6         x1   -         -          snapd
 """
 
