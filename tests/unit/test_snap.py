@@ -1,8 +1,6 @@
 """The snap adapter (snapd) and the Snappy 15.04 adapter read their tools' output.
-Samples come from upstream, each naming its source. refos-snap's `snap list` is
-written in the shape of those samples with the values of its recipe: no refos-snap
-guest had booted when these tests were written, so no capture of its snapd replaces
-it yet."""
+Samples come from upstream, each naming its source, or were captured from
+refos-snap's own snapd (Debian's 2.57.6-1+deb12u1, 2026-11-28), as each says."""
 
 import dataclasses
 import shutil
@@ -87,13 +85,28 @@ def test_the_catalog_names_the_snap_that_stands_for_the_system():
     assert updater(named)._target(snap.parse_list(CORE24_LIST)).slot == "docker@2915"
 
 
-# refos-snap's `snap list`, in the shape of the samples above, values from its recipe
-# (images/refos/snap: local revisions x1, no tracking, no publisher).
-REFOS_SNAP_LIST = """Name        Version        Rev  Tracking  Publisher  Notes
-docker      20.10.24+dfsg1 x1   -         -          -
-core22      12.12          x1   -         -          base
-snapd       2.57.6         x1   -         -          snapd
+# refos-snap's `snap list`, captured from its snapd after first boot: local
+# revisions x1, no tracking, no publisher.
+REFOS_SNAP_LIST = """Name    Version                      Rev  Tracking  Publisher  Notes
+core22  12.15                        x1   -         -          base
+docker  20.10.24+dfsg1-1+deb12u1+b6  x1   -         -          -
+snapd   2.57.6-1+deb12u1+b2          x1   -         -          snapd
 """
+
+
+# `snap list --all` on refos-snap after the adapter staged x2 and reverted, captured.
+REFOS_SNAP_REVERTED = """Name    Version                         Rev  Tracking  Publisher  Notes
+core22  12.15                           x1   -         -          base
+docker  20.10.24+dfsg1-1+deb12u1+b6     x1   -         -          -
+docker  20.10.24+dfsg1-1+deb12u1+b6+h1  x2   -         -          disabled
+snapd   2.57.6-1+deb12u1+b2             x1   -         -          snapd
+"""
+
+
+def test_after_a_revert_the_active_revision_is_the_system_snap_not_the_newest():
+    rows = snap.parse_list(REFOS_SNAP_REVERTED)
+    assert updater(catalog.get("refos-snap"))._target(rows).slot == "docker@x1"
+    assert snap.newest_revision(rows, "docker").slot == "docker@x2"
 
 
 def test_refos_snaps_system_snap_is_its_docker_snap():
@@ -112,8 +125,22 @@ SNAP_CHANGES = """ID   Status  Spawn               Ready               Summary
 """
 
 
+# refos-snap's `snap changes` after first boot, captured from its snapd: offline,
+# "Initialize device" (registration with the store) never ends.
+REFOS_SNAP_CHANGES = """ID   Status  Spawn               Ready               Summary
+1    Done    today at 15:12 UTC  today at 15:12 UTC  Initialize system state
+2    Done    today at 15:12 UTC  today at 15:14 UTC  Install "snapd" snap from file "/usr/lib/refos/snaps/snapd.snap"
+3    Doing   today at 15:12 UTC  -                   Initialize device
+4    Done    today at 15:14 UTC  today at 15:14 UTC  Install "core22" snap from file "/usr/lib/refos/snaps/core22.snap"
+5    Done    today at 15:14 UTC  today at 15:14 UTC  Install "docker" snap from file "/usr/lib/refos/snaps/docker.snap"
+6    Done    today at 15:14 UTC  today at 15:15 UTC  Connect docker:support to snapd:docker-support
+13   Done    today at 15:15 UTC  today at 15:15 UTC  Running service command
+"""  # noqa: E501 (captured lines)
+
+
 def test_snap_changes_gives_each_change_its_status():
     assert snap.parse_changes(SNAP_CHANGES) == {"7": "Done", "8": "Doing", "9": "Wait"}
+    assert snap.unfinished(snap.parse_changes(REFOS_SNAP_CHANGES)) == {"3": "Doing"}
 
 
 # Every status overlord/state/change.go names (2.57, and Wait since 2.59), as
@@ -192,12 +219,15 @@ class SnapGuest:
             return Result(1, "", "")
         if cmd.startswith("snap watch"):
             return Result(1 if self.final == "Error" else 0, "", "")
+        ours = (f"ID Status Spawn Ready Summary\n12 {self.final} today today Install\n"
+                f"13 {self.final} today today Revert\n")
+        # Unfiltered, snapd's own unending "Initialize device" is there too, as on
+        # refos-snap; `snap changes docker` lists only the docker snap's changes.
         out = {"snap list": REFOS_SNAP_LIST, "mktemp": "/var/tmp/harness-repack.abc\n",
                "cat /var": "name: docker\nversion: '20.10.24+dfsg1'\n",
                "unsquashfs -s": "Compression lzo\n", "snap install": "12\n",
-               "snap revert": "13\n",
-               "snap changes": f"ID Status Spawn Ready Summary\n12 {self.final} today "
-                               f"today Install\n13 {self.final} today today Revert\n"}
+               "snap revert": "13\n", "snap changes docker": ours,
+               "snap changes": ours + "3 Doing today - Initialize device\n"}
         return Result(0, next((v for k, v in out.items() if cmd.startswith(k)), ""), "")
 
     def succeed(self, cmd, timeout=None, stdin=None):
@@ -212,6 +242,12 @@ def test_a_change_that_ends_in_error_is_a_refusal_that_fails_the_suite():
     assert pytest_verdict(e.value)[0] == "fail"
     with pytest.raises(Refused, match="change 13"):
         updater(catalog.get("refos-snap")).rollback(SnapGuest("Error"))
+
+
+def test_rollback_waits_on_the_reverted_snaps_changes_not_snapds_own():
+    guest = SnapGuest()
+    updater(catalog.get("refos-snap")).rollback(guest)
+    assert "snap revert --no-wait docker" in guest.ran
 
 
 def test_a_guest_without_unsquashfs_misses_a_precondition_and_says_which():
