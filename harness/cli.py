@@ -266,7 +266,8 @@ def cmd_repro(args: argparse.Namespace) -> int:
     for target in targets:
         print(f"harness repro: {args.bug} on {target} ({case.link()})")
         argv = [case.node(target), f"--distro={target}", f"--artifacts={artifacts}",
-                "--runxfail", "-rA", "-p", "no:cacheprovider"]
+                "--runxfail", "-rA", "-p", "no:cacheprovider",
+                *(["--offline"] if args.offline else [])]
         argv += ["--keep-vm"] if args.keep_vm else []
         code = int(pytest.main(argv))
         status = status or code
@@ -363,6 +364,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("bug", help="a tests/bugs case without test_, e.g. docker_apparmor")
     rp.add_argument("--distro", default="", help="another catalog entry than the affected")
     rp.add_argument("--artifacts", default=str(REPO / "artifacts"))
+    rp.add_argument("--offline", action="store_true", help="use cached images only")
     rp.add_argument("--keep-vm", action="store_true",
                     help="leave the VM up when the bug shows, and print the ssh command")
     rp.set_defaults(func=cmd_repro)
