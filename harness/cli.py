@@ -269,13 +269,29 @@ def cmd_repro(args: argparse.Namespace) -> int:
                 "--runxfail", "-rA", "-p", "no:cacheprovider",
                 *(["--offline"] if args.offline else [])]
         argv += ["--keep-vm"] if args.keep_vm else []
-        code = int(pytest.main(argv))
+        outcomes = _Outcomes()
+        code = int(pytest.main(argv, plugins=[outcomes]))
         status = status or code
         verdict = {0: "did not reproduce", 1: "REPRODUCED"}.get(code, f"pytest exited {code}")
+        if code == 0 and outcomes.skipped and not outcomes.ran:
+            verdict = "not tried (skipped; the reason is above)"
         print(f"\nharness repro: {target}: {verdict}")
         for found in sorted((artifacts / target).glob("**/console.log")):
             print(f"  evidence:      {found.parent}")
     return status
+
+
+class _Outcomes:
+    """A pytest plugin that tells a skipped reproduction from one that ran and passed."""
+
+    def __init__(self) -> None:
+        self.ran = self.skipped = 0
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.skipped:
+            self.skipped += 1
+        elif report.when == "call":
+            self.ran += 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -1,9 +1,13 @@
 """The bug cases point at the report they reproduce, with the releases it affects
 and the first that fixed it, and every distro they name is in the catalog."""
 
+import subprocess
+import sys
+
 import pytest
 
 from harness import catalog
+from harness.paths import REPO
 from harness.plugin import bugs
 from tests.bugs import test_docker_apparmor as apparmor_case
 from tests.bugs import test_snappy_docker_permission_denied as snappy_case
@@ -74,6 +78,33 @@ def test_snappy_case_takes_docker_snap_5s_failure_for_the_bug():
 ])
 def test_snappy_case_rejects_failures_that_lack_the_symptom_or_the_cause(error, kernel):
     assert not snappy_case.is_this_bug(error, kernel)
+
+
+# What refos-snap's docker snap said, and the kernel logged, with docker-support
+# disconnected (`harness repro snappy_docker_permission_denied`, 2026-11-28).
+REFOS_SNAP_ERROR = ("docker: Error response from daemon: error creating overlay mount to "
+                    "/var/snap/docker/common/var-lib-docker/overlay2/ddb531b4c5c1-init/merged: "
+                    "permission denied.")
+REFOS_SNAP_KERNEL = (
+    'Nov 28 15:34:58.285512 refos-snap-t9ee103 kernel: audit: type=1400 '
+    'audit(1795880098.277:59): apparmor="DENIED" operation="mount" info="failed mntpnt '
+    'match" error=-13 profile="snap.docker.dockerd" name="/var/snap/docker/common/'
+    'var-lib-docker/overlay2/ddb531b4c5c1-init/merged/" pid=1031 comm="dockerd" '
+    'fstype="overlay" srcname="overlay"')
+
+
+def test_snappy_case_takes_refos_snaps_own_failure_for_the_bug():
+    assert snappy_case.is_this_bug(REFOS_SNAP_ERROR, REFOS_SNAP_KERNEL)
+
+
+def test_repro_says_a_skipped_reproduction_was_not_tried():
+    """Offline and without the 15.04 image the case skips before booting; that is
+    not "did not reproduce"."""
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "repro",
+                          "snappy_docker_permission_denied", "--distro", "snappy-1504",
+                          "--offline", "--artifacts", str(REPO / "artifacts" / "unit-repro")],
+                         capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert "harness repro: snappy-1504: not tried" in out.stdout, out.stdout + out.stderr
 
 
 def test_pivot_root_case_checks_the_first_fixed_release_v141():
