@@ -178,17 +178,30 @@ def _check_and_record(item: pytest.Item, m: Machine, console_from: int, since_us
     return [f"{m.name}: {p}" for p in problems]
 
 
+_WATCHED = pytest.StashKey[set]()
+
+
 @pytest.fixture(autouse=True)
-def _shared_machine_checks(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The shared machine outlives tests, so each test checks only what it added."""
-    if "machine" not in request.fixturenames:
-        yield
+def _shared_machine_checks(request: pytest.FixtureRequest) -> None:
+    if "machine" in request.fixturenames:
+        watch_shared(request, request.getfixturevalue("machine"))
+
+
+def watch_shared(request: pytest.FixtureRequest, m: Machine) -> None:
+    """The shared machine outlives tests, so a test checks, and keeps as evidence,
+    only what it added from now on. For a test that reaches the shared machine
+    later than its start (a bug case's boot_bug_distro) as well."""
+    watched = request.node.stash.setdefault(_WATCHED, set())
+    if id(m) in watched:
         return
-    m = request.getfixturevalue("machine")
+    watched.add(id(m))
     console_from, since_us = len(m.console_text()), evidence.guest_clock_us(m)
-    yield
-    if problems := _check_and_record(request.node, m, console_from, since_us):
-        pytest.fail("badness found after the test:\n  " + "\n  ".join(problems))
+
+    def after() -> None:
+        if problems := _check_and_record(request.node, m, console_from, since_us):
+            pytest.fail("badness found after the test:\n  " + "\n  ".join(problems))
+
+    request.addfinalizer(after)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -3,7 +3,7 @@ against, or skipping with what is missing and how to provide it."""
 
 import pytest
 
-from harness import catalog, images
+from harness import catalog, images, plugin
 from harness.images import fetch
 
 
@@ -13,7 +13,9 @@ def boot_bug_distro(request, machine_factory, distro):
     shared machine when it is that distro); skips when its image cannot be had."""
     def boot(name: str):
         if name == distro.name:
-            return request.getfixturevalue("machine")
+            shared = request.getfixturevalue("machine")
+            plugin.watch_shared(request, shared)
+            return shared
         target = catalog.get(name)
         try:
             images.resolve(target, offline=request.config.getoption("--offline"))
