@@ -15,9 +15,10 @@ DEBS := qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt
 run: deps venv services image
 	$(VENV)/bin/harness run
 
-# The fast tests first, then the VM tests: one pytest process per distro (refos, and
-# the twins refos-ignition and refos-ostree), one per core at a time (two here)
-# (tools/teststreams.py; each log in artifacts/test-<stream>.log). All must pass.
+# The fast tests first, then the VM tests: pytest processes per stream (refos's driver
+# tests; refos; the twins refos-snap, refos-ostree and refos-ignition, each on its own
+# mechanism), one per core at a time (tools/teststreams.py; each log in
+# artifacts/test-<stream>.log). All must pass.
 test: deps venv services image
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest tests/unit tests/hostile --offline

@@ -6,6 +6,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import libvirt
 
@@ -13,6 +14,9 @@ from harness import catalog, images, settings
 from harness.images import build
 from harness.log import log, setup_cli_logging
 from harness.paths import REPO, UnsafeRuntimeDir
+
+if TYPE_CHECKING:  # pytest is imported only by the commands that run it
+    from pytest import TestReport
 from harness.vm import accel, runs
 from harness.vm.session import (
     Options,
@@ -287,7 +291,7 @@ class _Outcomes:
     def __init__(self) -> None:
         self.ran = self.skipped = 0
 
-    def pytest_runtest_logreport(self, report) -> None:
+    def pytest_runtest_logreport(self, report: "TestReport") -> None:
         if report.skipped:
             self.skipped += 1
         elif report.when == "call":

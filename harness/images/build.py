@@ -11,11 +11,13 @@ is renamed into place only when complete.
 import fcntl
 import hashlib
 import json
+import shlex
 import shutil
 import subprocess
 import tarfile
 import time
 import tomllib
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,9 @@ MIB = 1024 * 1024
 
 class BuildError(RuntimeError):
     pass
+
+# The variants built from copies of refos's tree (recipe tables of those names).
+VARIANTS = ("ignition", "ostree", "snap")
 
 
 @dataclass(frozen=True)
@@ -132,10 +137,29 @@ def _run(*cmd: str, **kw) -> subprocess.CompletedProcess:
 
 def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     started = time.monotonic()
+    from harness.images import snap  # it builds on this module's helpers
+
+    # The base snap's bootstrap runs beside refos's; leaving the block waits for it,
+    # also when a step failed, so it never writes into a removed build folder.
+    with snap.base_in_background(out, recipe) as base:
+        _build_disks(out, recipe, build_id, base)
+    sizes = {p.name: p.stat().st_size for p in out.iterdir()}
+    manifest = {
+        "build_id": build_id,
+        "versions": recipe["versions"],
+        "sizes": sizes,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (out / "build.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    for name, size in sorted(sizes.items()):
+        log.info("image: %-28s %8.1f MiB", name, size / MIB)
+
+
+def _build_disks(out: Path, recipe: dict, build_id: str, base: Future) -> None:
+    """refos's disks and payloads, then each variant's from a copy of its tree."""
     from harness.images import ostree, snap  # they build on this module's helpers
 
     tree = out / "tree"
-    base = snap.start_base(out, recipe)
     with step("mmdebstrap rootfs (Debian packages)", "image"):
         _bootstrap(tree, recipe, out)
     shutil.copy(_one(tree / "boot", "vmlinuz-*"), out / "vmlinuz")
@@ -146,7 +170,7 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     _set_release(tree, versions["base"], build_id, "default")
     with step(f"disk refos.qcow2 (version {versions['base']})", "image"):
         _disk(out, tree, "refos", recipe["disk"], versions["base"], boot)
-    ignition, ostree_tree, snap_tree = (out / f"tree-{v}" for v in ("ignition", "ostree", "snap"))
+    ignition, ostree_tree, snap_tree = (out / f"tree-{v}" for v in VARIANTS)
     with step("copy the tree for refos-ignition, refos-ostree and refos-snap", "image"):
         for copy in (ignition, ostree_tree, snap_tree):
             _run("cp", "-a", "--reflink=auto", str(tree), str(copy))
@@ -167,20 +191,8 @@ def _build_into(out: Path, recipe: dict, build_id: str) -> None:
     _remove_tree(ignition)
     shutil.rmtree(out / "ignition-debs")
     ostree.build_disk(out, ostree_tree, recipe["ostree"], versions["base"], build_id)
-    snap.build_disk(out, snap_tree, out / "snap-debs", recipe, build_id,
-                    (out / "vmlinuz", out / "initrd.img"), base)
-    _remove_tree(snap_tree)
-    shutil.rmtree(out / "snap-debs")
-    sizes = {p.name: p.stat().st_size for p in out.iterdir()}
-    manifest = {
-        "build_id": build_id,
-        "versions": versions,
-        "sizes": sizes,
-        "seconds": round(time.monotonic() - started, 1),
-    }
-    (out / "build.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    for name, size in sorted(sizes.items()):
-        log.info("image: %-28s %8.1f MiB", name, size / MIB)
+    snap.build_disk(out, snap_tree, recipe, build_id, (out / "vmlinuz", out / "initrd.img"),
+                    base)
 
 
 def _remove_tree(tree: Path) -> None:
@@ -223,8 +235,9 @@ def install_debs(tree: Path, debs: Path, remove: list[str], autoremove: bool = T
 def _chroot(tree: Path, script: str) -> None:
     """Run `script` in `tree` in a private mount namespace: /proc, /sys and /dev
     vanish with the process."""
-    mounts = (f"mount -t proc proc {tree}/proc && mount -t sysfs sysfs {tree}/sys && "
-              f"mount --rbind /dev {tree}/dev && chroot {tree} sh -c '{script}'")
+    t = shlex.quote(str(tree))
+    mounts = (f"mount -t proc proc {t}/proc && mount -t sysfs sysfs {t}/sys && "
+              f"mount --rbind /dev {t}/dev && chroot {t} sh -c {shlex.quote(script)}")
     _run("unshare", "--mount", "--propagation", "private", "sh", "-c", mounts,
          stdout=subprocess.DEVNULL)
 
@@ -241,7 +254,7 @@ def _bootstrap(tree: Path, recipe: dict, out: Path) -> None:
     packages each variant adds (recipe `[ignition]`, `[ostree]`, `[snap]`) into
     `out`/VARIANT-debs, so the variants need no second bootstrap and no package lists."""
     hooks = []
-    for variant in ("ignition", "ostree", "snap"):
+    for variant in VARIANTS:
         cache = f"/var/cache/refos-{variant}-debs"
         download = (f"mkdir -p {cache}/partial && apt-get install -y -q --download-only "
                     f"--no-install-recommends -o Dir::Cache::archives={cache} "

@@ -20,7 +20,9 @@ installs the snaps with `snap install --dangerous`
 
 import shutil
 import subprocess
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.images import build as refos
@@ -42,21 +44,25 @@ BASE_MOUNT_POINTS = ("snap", "usr/lib/snapd", "usr/src", "var/snap", "var/lib/sn
                      "var/log", "media", "mnt", "lib/modules", "lib/firmware", "home", "root")
 
 
-def start_base(out: Path, recipe: dict) -> Future:
+@contextmanager
+def base_in_background(out: Path, recipe: dict) -> Iterator[Future]:
     """Bootstrap the base snap's tree in the background, beside refos's own
-    mmdebstrap run (it needs nothing from it): about 80 s less on a cold build."""
+    mmdebstrap run (it needs nothing from it): about 80 s less on a cold build.
+    Leaving the block waits for it, whether the build went on or failed."""
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="base-snap")
-    future = pool.submit(_base, out / "core22", recipe["suite"],
-                         recipe["snap"]["base_packages"])
-    pool.shutdown(wait=False)
-    return future
+    try:
+        yield pool.submit(_base, out / "core22", recipe["suite"],
+                          recipe["snap"]["base_packages"])
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
-def build_disk(out: Path, tree: Path, debs: Path, recipe: dict, build_id: str,
+def build_disk(out: Path, tree: Path, recipe: dict, build_id: str,
                boot: tuple[Path, Path], base: Future) -> None:
-    """Turn `tree` (a copy of refos's) into refos-snap.qcow2 in `out`; `base` is
-    start_base's bootstrap."""
-    variant = recipe["snap"]
+    """Turn `tree` (a copy of refos's) into refos-snap.qcow2 in `out`, then remove
+    it and the packages the bootstrap downloaded for it; `base` is
+    base_in_background's bootstrap."""
+    variant, debs = recipe["snap"], out / "snap-debs"
     work = tree / BUILD_DIR.lstrip("/")
     work.mkdir(parents=True)
     with step("refos-snap: stage the docker snap from Debian's binaries", "image"):
@@ -87,6 +93,8 @@ def build_disk(out: Path, tree: Path, debs: Path, recipe: dict, build_id: str,
     refos._set_release(tree, version, build_id, "snap")
     with step(f"disk refos-snap.qcow2 (version {version})", "image"):
         refos._disk(out, tree, "refos-snap", recipe["disk"], version, boot)
+    refos._remove_tree(tree)
+    shutil.rmtree(debs)
 
 
 def _version(tree: Path, package: str) -> str:

@@ -178,11 +178,12 @@ def _check_and_record(item: pytest.Item, m: Machine, console_from: int, since_us
     return [f"{m.name}: {p}" for p in problems]
 
 
-_WATCHED = pytest.StashKey[set]()
+_WATCHED = pytest.StashKey[set[int]]()
 
 
 @pytest.fixture(autouse=True)
 def _shared_machine_checks(request: pytest.FixtureRequest) -> None:
+    """Every test that uses the shared machine is checked for what it added."""
     if "machine" in request.fixturenames:
         watch_shared(request, request.getfixturevalue("machine"))
 

@@ -76,11 +76,6 @@ def parse_list(text: str) -> list[SnapRow]:
     return rows
 
 
-def revision_number(rev: str) -> int:
-    """A revision's order: store revisions are numbers, local ones x1, x2 ..."""
-    return int(rev.removeprefix("x"))
-
-
 def active(rows: list[SnapRow], name: str) -> SnapRow:
     found = [r for r in rows if r.name == name and not r.disabled]
     if not found:
@@ -98,10 +93,6 @@ def os_snap(rows: list[SnapRow]) -> SnapRow:
         if "core" in row.notes:
             return row
     raise ValueError("snap list shows no Ubuntu Core OS snap (a core18+ base, or `core`)")
-
-
-def newest_revision(rows: list[SnapRow], name: str) -> SnapRow:
-    return max((r for r in rows if r.name == name), key=lambda r: revision_number(r.rev))
 
 
 def parse_changes(text: str) -> dict[str, str]:
@@ -185,7 +176,7 @@ class Snap:
         try:
             self._repack(machine, row, work)
             self._change(machine, "snap install --dangerous --no-wait "
-                         f"{shlex.quote(work)}/{row.name}.snap")
+                         f"{shlex.quote(f'{work}/{row.name}.snap')}")
         finally:
             machine.run(f"rm -rf {shlex.quote(work)}")
         new = active(parse_list(machine.succeed("snap list")), row.name)
@@ -196,7 +187,7 @@ class Snap:
             raise PreconditionMissing(f"{self.distro.name}: unsquashfs is missing (package "
                                       "squashfs-tools); it unpacks the installed revision")
         root, q = f"{work}/root", shlex.quote
-        squashfs = f"{SNAPS}/{row.name}_{row.rev}.snap"
+        squashfs = q(f"{SNAPS}/{row.name}_{row.rev}.snap")
         machine.succeed(f"unsquashfs -q -n -d {q(root)} {squashfs}", timeout=timeouts.get("ready"))
         meta = f"{root}/meta/snap.yaml"
         text = with_version(machine.succeed(f"cat {q(meta)}"), bumped(row.version))
@@ -229,7 +220,7 @@ class Snap:
     def rollback(self, machine) -> None:
         """`snap revert` to the previous revision; on Ubuntu Core the base's revert
         reboots the machine (see the module docstring)."""
-        name = self.status(machine).slot.split("@")[0]
+        name = self._target(parse_list(machine.succeed("snap list"))).name
         self._change(machine, f"snap revert --no-wait {shlex.quote(name)}")
         # This snap's changes only: offline, snapd's own "Initialize device" change
         # stays Doing forever (it retries the store; seen on refos-snap).

@@ -20,6 +20,7 @@ Docker. snappy-1504 stays affected, for whoever has the 15.04 image and its dock
 framework; no fixed release is claimed."""
 
 import re
+import shlex
 
 import pytest
 
@@ -47,7 +48,8 @@ def is_this_bug(docker_error: str, kernel_log: str) -> bool:
 
 
 def _kernel_log_since(m, since: str) -> str:
-    return m.succeed(f"journalctl -k --no-pager -o short-precise --since @{since}")
+    stamp = shlex.quote(f"@{since}")
+    return m.succeed(f"journalctl -k --no-pager -o short-precise --since {stamp}")
 
 
 def _connect(m, connected: bool) -> None:
@@ -75,11 +77,16 @@ def _reproduce_on_refos_snap(m) -> None:
     finally:
         _restart_connected(m)
     assert result.status != 0, "docker run succeeded without docker-support: not reproduced"
+    _fail_as_this_bug("refos-snap", result, log)
+
+
+def _fail_as_this_bug(name: str, result, log: str) -> None:
+    """A failed `docker run`: the reproduction when it is this bug, else a plain failure."""
     assert is_this_bug(result.stderr, log), (
         f"docker run failed, but not with this bug (symptom {SYMPTOM!r} and an AppArmor "
         f"denial of the snap's profile): {result}\n--- kernel log ---\n{log}")
     evidence = "\n".join(snap_denials(log)[-10:])
-    pytest.fail(f"reproduced on refos-snap: {result.stderr.strip()}\n"
+    pytest.fail(f"reproduced on {name}: {result.stderr.strip()}\n"
                 f"--- AppArmor denials of the docker snap ---\n{evidence}")
 
 
@@ -93,11 +100,7 @@ def _reproduce_on_snappy(m, name: str) -> None:
     m.succeed("docker load", stdin=dockerimage.build())
     result = m.run(RUN)
     if result.status != 0:
-        log = _kernel_log_since(m, since)
-        assert is_this_bug(result.stderr, log), \
-            f"docker run failed, but not with the bug: {result}\n{log}"
-        pytest.fail(f"reproduced on {name}: {result.stderr.strip()}\n"
-                    f"--- AppArmor denials ---\n{chr(10).join(snap_denials(log)[-10:])}")
+        _fail_as_this_bug(name, result, _kernel_log_since(m, since))
 
 
 def _require_refos_snap(distro) -> None:
