@@ -33,9 +33,8 @@ import socket
 import sys
 import time
 import urllib.parse
-from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -506,46 +505,24 @@ def _stream(url: str, partial: Path, algorithm: str, policy: Policy,
         length = int(r.headers.get("Content-Length", -1))
         total = start + length if length >= 0 else None
         with open(partial, "ab" if resumed else "wb") as f, \
-                Progress(label, total, start) as progress, HashBehind(h) as hasher:
+                Progress(label, total, start) as progress, \
+                ThreadPoolExecutor(1) as hasher:
             # read1 hands over what has arrived, so bytes before a dropped connection are
             # kept for the resume; the file's bytes are hashed as sent (no decoding).
+            # Hashing one chunk overlaps receiving the next (hashlib releases the GIL).
+            hashing = None
             while chunk := r.raw.read1(CHUNK, decode_content=False):
                 f.write(chunk)
-                hasher.add(chunk)
+                if hashing:
+                    hashing.result()
+                hashing = hasher.submit(h.update, chunk)
                 progress.add(len(chunk))
+            if hashing:
+                hashing.result()
         if total is not None and partial.stat().st_size != total:
             raise Transient(f"{url}: connection closed after {partial.stat().st_size} of "
                             f"{total} bytes", "connection dropped")
     return f"{algorithm}:{h.hexdigest()}"
-
-
-class HashBehind:
-    """Hashes chunks in order in a thread of its own, up to `depth` chunks behind the
-    reader: hashlib releases the GIL for large buffers, so hashing overlaps receiving
-    and writing. With one chunk in flight the reader stalled whenever the hash thread
-    lost its core for a moment (on 2 cores the server, the reader and the hasher
-    compete); a few chunks of slack let either side catch up later instead."""
-
-    def __init__(self, h, depth: int = 8):
-        self.h, self.depth = h, depth
-        self.pool = ThreadPoolExecutor(1)
-        self.pending: deque[Future] = deque()
-
-    def __enter__(self) -> "HashBehind":
-        return self
-
-    def add(self, chunk: bytes) -> None:
-        if len(self.pending) >= self.depth:
-            self.pending.popleft().result()
-        self.pending.append(self.pool.submit(self.h.update, chunk))
-
-    def __exit__(self, *exc) -> None:
-        """Every chunk is hashed (or the failure raised) before the digest is read."""
-        try:
-            while self.pending:
-                self.pending.popleft().result()
-        finally:
-            self.pool.shutdown()
 
 
 def _check_status(r: requests.Response, url: str) -> None:
