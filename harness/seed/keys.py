@@ -3,11 +3,14 @@ is given through its seed, so the harness verifies the guest instead of
 trusting whatever answers on the forwarded port.
 
 The seed also carries an RSA and an ECDSA host key (`spare_host_keys`), never
-trusted by the harness: given only the ed25519 key, cloud-init makes no keys and
-the guest's `ssh-keygen -A` (OpenSSH's sshd unit runs it before sshd starts)
-makes the missing types at boot. Measured on refos under TCG, that RSA key took
-about 25 s while docker started beside it, and sshd listened only after it; the
-host makes both in about 0.1 s."""
+trusted by the harness. Given only the ed25519 key, cloud-init makes no host keys
+(canonical/cloud-init cloudinit/config/cc_ssh.py at 22.4.2: keys are generated
+only when `ssh_keys` names none), and `ssh-keygen -A`, which refos's ssh.service
+runs before sshd (images/refos/overlay/etc/systemd/system/ssh.service.d), makes
+every default type missing, rsa, ecdsa and ed25519 (ssh-keygen(1), OpenSSH
+9.2p1). Measured on refos under TCG, that RSA key took about 25 s while docker
+started beside it, and sshd listened only after it; the host makes both keys in
+about 0.1 s."""
 
 import os
 from dataclasses import dataclass
