@@ -31,7 +31,10 @@ def test_cloud_init_reads_all_three_host_keys_from_nocloud(spare_intent, tmp_pat
     got = cloud_init_read("nocloud", media.disk, tmp_path)
     assert got["schema_error"] == ""
     ssh_keys = got["config"]["ssh_keys"]
-    for key in spare_intent.host_keys():
+    given = (spare_intent.host_key, *spare_intent.spare_host_keys)
+    assert sorted(ssh_keys) == sorted(f"{kind}_{part}" for kind in ("ed25519", "rsa", "ecdsa")
+                                      for part in ("private", "public"))
+    for key in given:
         assert ssh_keys[f"{key.kind}_public"] == key.public
         assert ssh_keys[f"{key.kind}_private"] == key.private_pem
     assert media.host_key_given
