@@ -156,6 +156,9 @@ class Intent:
     authorized_keys: tuple[str, ...]
     host_key: KeyPair | None = None
     instance_id: str = "harness"
+    # Other host key types, given so the guest does not make them at boot
+    # (harness.seed.keys); written only beside `host_key`, never trusted.
+    spare_host_keys: tuple[KeyPair, ...] = ()
     extra: dict | str = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -168,6 +171,10 @@ class Intent:
             if not isinstance(key, str) or not PUBLIC_KEY.fullmatch(key):
                 raise SeedError(f"authorized_keys[{i}]: not an OpenSSH public key line")
         object.__setattr__(self, "extra", parse_extra(self.extra))
+
+    def host_keys(self) -> tuple[KeyPair, ...]:
+        """Every host key the seed writes: the trusted one first, then the spares."""
+        return (self.host_key, *self.spare_host_keys) if self.host_key else ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +197,15 @@ class Media:
     host_key_given: bool = False
     password_login: tuple[str, str] | None = None
     notes: tuple[str, ...] = ()
+
+
+def host_key_files(intent: Intent) -> list[tuple[str, str, str]]:
+    """(path, content, mode) of each host key the seed writes as plain files."""
+    out = []
+    for key in intent.host_keys():
+        path = f"/etc/ssh/ssh_host_{key.kind}_key"
+        out += [(path, key.private_pem, "0600"), (path + ".pub", key.public + "\n", "0644")]
+    return out
 
 
 def merge(base: dict, extra: dict) -> dict:

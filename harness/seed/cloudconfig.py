@@ -9,6 +9,7 @@ from harness.seed.base import (
     Intent,
     SeedError,
     check_native,
+    host_key_files,
     merge,
     refuse,
     template,
@@ -32,13 +33,9 @@ def document(config: dict) -> bytes:
 
 
 def _host_key_files(intent: Intent) -> list[dict]:
-    """The guest's host key as plain files, for readers without cloud-init's ssh_keys."""
-    if not intent.host_key:
-        return []
-    return [{"path": "/etc/ssh/ssh_host_ed25519_key", "content": intent.host_key.private_pem,
-             "permissions": "0600"},
-            {"path": "/etc/ssh/ssh_host_ed25519_key.pub",
-             "content": intent.host_key.public + "\n", "permissions": "0644"}]
+    """The guest's host keys as plain files, for readers without cloud-init's ssh_keys."""
+    return [{"path": path, "content": content, "permissions": mode}
+            for path, content, mode in host_key_files(intent)]
 
 
 # -- cloud-init ----------------------------------------------------------------
@@ -54,9 +51,10 @@ def cloud_init(intent: Intent, template_name: str = "cloud-config.json") -> dict
         "users": [_ci_user({"name": intent.user, "sudo": True, "shell": "/bin/bash",
                             "groups": [], "ssh_authorized_keys": list(intent.authorized_keys)})],
     })
-    if intent.host_key:
-        config["ssh_keys"] = {"ed25519_private": intent.host_key.private_pem,
-                              "ed25519_public": intent.host_key.public}
+    if keys := intent.host_keys():
+        config["ssh_keys"] = {f"{k.kind}_{part}": value for k in keys
+                              for part, value in (("private", k.private_pem),
+                                                  ("public", k.public))}
     units = extra.get("units", [])
     config = merge(config, {
         "users": [_ci_user(u) for u in extra.get("users", [])],

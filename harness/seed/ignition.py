@@ -7,7 +7,16 @@ CoreOS reads up to 3.5.0), and it is the newest that Debian's ignition-validate
 (2.14) checks. Spec 2.x (older Flatcar and Container Linux) is not written: those
 releases are given coreos-cloudinit's config-2 seed instead."""
 
-from harness.seed.base import Intent, SeedError, check_native, data_url, merge, refuse, template
+from harness.seed.base import (
+    Intent,
+    SeedError,
+    check_native,
+    data_url,
+    host_key_files,
+    merge,
+    refuse,
+    template,
+)
 from harness.seed.cloudconfig import RUNCMD_UNIT, runcmd_script, runcmd_unit
 
 SPECS = ("3.0.0", "3.1.0", "3.2.0", "3.3.0")
@@ -25,10 +34,7 @@ def config(intent: Intent, spec: str) -> dict:
     native = extra.get("ignition", {})
     check_native(native, TOP_KEYS, "extra.ignition", "Ignition")
     files = [_file("/etc/hostname", intent.hostname + "\n", "0644")]
-    if intent.host_key:
-        files += [_file("/etc/ssh/ssh_host_ed25519_key", intent.host_key.private_pem, "0600"),
-                  _file("/etc/ssh/ssh_host_ed25519_key.pub", intent.host_key.public + "\n",
-                        "0644")]
+    files += [_file(path, content, mode) for path, content, mode in host_key_files(intent)]
     files += [_file(f["path"], f["content"], f["permissions"]) for f in extra.get("write_files",
                                                                                    [])]
     units = [{"name": u["name"], "contents": u["content"], "enabled": u["enabled"]}

@@ -1,12 +1,23 @@
 """Per-run SSH keys: one client key pair to log in, one host key pair the guest
 is given through its seed, so the harness verifies the guest instead of
-trusting whatever answers on the forwarded port."""
+trusting whatever answers on the forwarded port.
+
+The seed also carries an RSA and an ECDSA host key (`spare_host_keys`), never
+trusted by the harness. Given only the ed25519 key, cloud-init makes no host keys
+(canonical/cloud-init cloudinit/config/cc_ssh.py at 22.4.2: keys are generated
+only when `ssh_keys` names none), and `ssh-keygen -A`, which refos's ssh.service
+runs before sshd (images/refos/overlay/etc/systemd/system/ssh.service.d), makes
+every default type missing, rsa, ecdsa and ed25519 (ssh-keygen(1), OpenSSH
+9.2p1). Measured on refos under TCG, that RSA key took about 25 s while docker
+started beside it, and sshd listened only after it; the host makes both keys in
+about 0.1 s."""
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
@@ -20,15 +31,27 @@ class KeyPair:
         return self.private_path.read_text()
 
     @property
+    def kind(self) -> str:
+        """OpenSSH's short name of the key type (as in ssh_host_KIND_key)."""
+        return KINDS[self.public.split()[0]]
+
+    @property
     def public_blob(self) -> str:
         """The base64 part, as known_hosts and paramiko compare it."""
         return self.public.split()[1]
 
 
-def generate(directory: Path, name: str, comment: str) -> KeyPair:
-    """Write an ed25519 key pair as NAME (mode 0600) and NAME.pub."""
+KINDS = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa"}
+MAKERS = {"ed25519": Ed25519PrivateKey.generate,
+          "rsa": lambda: rsa.generate_private_key(65537, 3072),  # ssh-keygen's default size
+          "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1())}
+
+
+def generate(directory: Path, name: str, comment: str, kind: str = "ed25519") -> KeyPair:
+    """Write a key pair (ed25519 unless `kind` says rsa or ecdsa) as NAME (mode 0600)
+    and NAME.pub."""
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = Ed25519PrivateKey.generate()
+    key = MAKERS[kind]()
     private = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.OpenSSH,
@@ -43,3 +66,9 @@ def generate(directory: Path, name: str, comment: str) -> KeyPair:
         f.write(private)
     (directory / f"{name}.pub").write_text(public + "\n")
     return KeyPair(path, public)
+
+
+def spare_host_keys(directory: Path, comment: str) -> tuple[KeyPair, ...]:
+    """The RSA and ECDSA host keys the guest would otherwise make at boot (see above)."""
+    return tuple(generate(directory, f"ssh_host_{kind}_key", comment, kind)
+                 for kind in ("rsa", "ecdsa"))

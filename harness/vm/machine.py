@@ -141,6 +141,7 @@ class Machine:
         (keydir / "known_hosts").write_text("")  # written once the port is known
         intent = seed.Intent(hostname=self.hostname, user=self.distro.boot.ssh_user,
                              authorized_keys=(self.client_key.public,), host_key=self.host_key,
+                             spare_host_keys=keys.spare_host_keys(keydir, self.name),
                              instance_id=f"{run.id}-{self.name}",
                              extra=self.recipe.extra_config or {})
         fmt = self.recipe.seed
