@@ -128,8 +128,12 @@ def bare_boot(distro, image, work: Path, accel_name: str,
     QEMU runs in a CPU cgroup made in `beside`, where libvirt puts its domains."""
     work.mkdir(parents=True)
     client = keys.generate(work, "id", "bench")
+    # The host keys the harness's seed gives too: without them the guest makes its
+    # own at boot (harness.seed.keys), and the baseline would measure that.
     intent = seed.Intent(hostname="bench-bare", user=distro.boot.ssh_user,
-                         authorized_keys=(client.public,))
+                         authorized_keys=(client.public,),
+                         host_key=keys.generate(work, "ssh_host_ed25519_key", "bench"),
+                         spare_host_keys=keys.spare_host_keys(work, "bench"))
     media = seed.build(distro.boot.seed, intent, work)
     overlay, vars_fd = work / "disk.qcow2", work / "VARS.fd"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", str(image.path), "-F",
