@@ -21,7 +21,9 @@ def test_docker_is_active_after_boot_without_anyone_starting_it(machine, distro)
     assert machine.succeed(f"systemctl is-enabled {unit}").strip() == "enabled"
     # Its start began before systemd finished starting the system: the boot started
     # it, not someone after it. (Not "before the first login": refos-snap's first boot
-    # installs its snaps and then starts dockerd, with sshd long up.)
+    # installs its snaps and then starts dockerd, with sshd long up.) Both are
+    # CLOCK_MONOTONIC in microseconds: the manager's FinishTimestampMonotonic and a
+    # unit's InactiveExitTimestampMonotonic (systemd's org.freedesktop.systemd1(5)).
     began, finished = (int(machine.succeed(f"systemctl show -p {p} --value {of}").strip())
                        for p, of in (("InactiveExitTimestampMonotonic", unit),
                                      ("FinishTimestampMonotonic", "")))
