@@ -17,13 +17,13 @@ from harness.paths import REPO, UnsafeRuntimeDir
 
 if TYPE_CHECKING:  # pytest is imported only by the commands that run it
     from pytest import TestReport
+from harness.signals import unwind_on_sigterm
 from harness.vm import accel, runs
 from harness.vm.session import (
     Options,
     Session,
     SessionError,
     options_for_images,
-    unwind_on_sigterm,
 )
 
 

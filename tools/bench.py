@@ -28,10 +28,11 @@ from harness import catalog, seed, settings
 from harness.log import log, setup_cli_logging
 from harness.paths import REPO
 from harness.seed import keys
+from harness.signals import unwind_on_sigterm, wait_interruptibly
 from harness.vm import runs, savecache, snapshot, storage, timeouts
 from harness.vm.domain import NIC_SLOT, OVMF_CODE, OVMF_VARS, netdev_arg
 from harness.vm.machine import Machine, Recipe
-from harness.vm.session import Options, Session, unwind_on_sigterm
+from harness.vm.session import Options, Session
 
 OUT = REPO / "artifacts" / "bench"
 BOOT_PAIRS = 3  # harness and bare boots, alternating: the median of the pairs' ratios
@@ -282,8 +283,7 @@ def join_or_stop(session: Session, threads: list[threading.Thread], names: list[
     so each thread ends in seconds and none creates a domain after the session's
     cleanup: a thread left running would boot on after the run was swept."""
     try:
-        for t in threads:
-            t.join()
+        wait_interruptibly(lambda: not any(t.is_alive() for t in threads))
     except BaseException:
         while any(t.is_alive() for t in threads):  # a thread may create after a destroy
             for m in session.machines:

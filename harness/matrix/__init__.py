@@ -24,6 +24,7 @@ from xml.etree import ElementTree as ET
 from harness import catalog
 from harness.log import log
 from harness.paths import REPO
+from harness.signals import wait_interruptibly
 
 QEMU_OVERHEAD_MIB = 256  # per VM beyond its RAM: QEMU itself, firmware, TCG's code cache
 MARGIN_MIB = 1024  # left free on every host, for the host and the harness
@@ -183,7 +184,9 @@ def run(names: list[str], opts: Options, free_mib: dict[str, int],
     resolve = resolve or (lambda name: _resolve(name, opts.offline))
     with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:
         try:
-            results = list(pool.map(lambda job: _one(job, opts, hosts, resolve), plan))
+            futures = [pool.submit(_one, job, opts, hosts, resolve) for job in plan]
+            wait_interruptibly(lambda: all(f.done() for f in futures))
+            results = [f.result() for f in futures]
         except KeyboardInterrupt:  # SIGTERM too: each distro's pytest removes its machines
             _stop_children()
             raise

@@ -17,9 +17,10 @@ from harness import catalog, images, matrix, settings
 from harness.log import log
 from harness.paths import REPO
 from harness.plugin import bugs, evidence, promises
+from harness.signals import unwind_on_sigterm
 from harness.vm import accel
 from harness.vm.machine import KernelBoot, Machine, MachineError
-from harness.vm.session import Options, Session, SessionError, unwind_on_sigterm
+from harness.vm.session import Options, Session, SessionError
 
 MARKERS = {
     "vm": "boots at least one virtual machine",

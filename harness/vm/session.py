@@ -8,9 +8,7 @@ the same on every path, and an image that cannot be had is said once per
 distro, with the way out, however many tests want it.
 """
 
-import contextlib
 import json
-import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,17 +188,3 @@ class Session:
 def options_for_images(distro: str, image: str | Path | None) -> dict[str, Path]:
     """`--image PATH` replaces the image of the one distro it was given with."""
     return {distro: Path(image)} if image else {}
-
-
-@contextlib.contextmanager
-def unwind_on_sigterm():
-    """SIGTERM (and SIGINT when started in the background with it ignored) raise
-    KeyboardInterrupt, so every `finally` and `with Session` removes its machines."""
-    old = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in old:
-        signal.signal(sig, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)

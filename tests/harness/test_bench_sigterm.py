@@ -30,7 +30,8 @@ DRIVER = """
 import sys
 from pathlib import Path
 from harness import catalog
-from harness.vm.session import Options, Session, unwind_on_sigterm
+from harness.signals import unwind_on_sigterm
+from harness.vm.session import Options, Session
 from tools import bench
 DISTRO = {distro!r}
 with unwind_on_sigterm(), Session(Options(saves=False, artifacts=Path({artifacts!r}))) as s:
