@@ -368,7 +368,7 @@ def fetch_figures() -> dict:
     from tools import fetchbench
     from tools.localserver import LocalServer
 
-    out = fetchbench.compare_with_curl(256, 5)
+    out = fetchbench.compare_with_curl(256, 10)
     with LocalServer() as server:
         data = OUT / "refetch.raw"
         data.write_bytes(os.urandom(64 * 2**20))
@@ -455,6 +455,7 @@ TARGETS = [
     ("fetch throughput, harness / curl", "fetch.ratio_to_curl", ">= 0.9", 0.9, "ge"),
     ("fetch throughput, harness / curl + sha256sum", "fetch.ratio_to_curl_sha256sum",
      ">= 1.0", 1.0, "ge"),
+    ("  CPU-s per fetch: harness / curl / curl+sha256sum", "fetch.cpu_s", "", None, ""),
     ("cached re-fetch (s)", "fetch.cached_refetch_s", "", None, ""),
     ("suites wall / guest boot time (restores)", "suites.restores.wall_over_boot", "", None, ""),
     ("suites wall / guest boot time (cold boots)", "suites.cold_boots.wall_over_boot", "", None,

@@ -15,6 +15,7 @@ fetcher, a cost curl, in another process, never pays.
 """
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,12 +36,13 @@ SERVE = ("import sys\nfrom pathlib import Path\nfrom tools.localserver import Lo
 
 
 @contextmanager
-def served(data: Path) -> Iterator[str]:
-    """The URL of `data` on a LocalServer in a child process, stopped on exit."""
+def served(data: Path) -> Iterator[tuple[str, int]]:
+    """The URL of `data` on a LocalServer in a child process, stopped on exit, and
+    that process's id."""
     proc = subprocess.Popen([sys.executable, "-c", SERVE, str(data)], cwd=REPO,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
-        yield proc.stdout.readline().strip()
+        yield proc.stdout.readline().strip(), proc.pid
     finally:
         proc.stdin.close()  # the server ends when its stdin does
         try:
@@ -60,7 +62,7 @@ def compare_with_curl(size_mib: int = 256, rounds: int = 5) -> dict:
             for _ in range(size_mib):
                 f.write(os.urandom(2**20))
         digest = fetch.file_digest(data)
-        with served(data) as url:
+        with served(data) as (url, server):
             source = fetch.Source((url,), digest)
             ways: dict[str, Callable[[], float]] = {
                 "harness": lambda: _time_fetch(source, work / "cache"),
@@ -68,19 +70,35 @@ def compare_with_curl(size_mib: int = 256, rounds: int = 5) -> dict:
                 "curl_sha256sum": lambda: _time_curl(url, work / "curl.out", hash_after=True),
             }
             times: dict[str, list[float]] = {name: [] for name in ways}
+            cpu: dict[str, list[float]] = {name: [] for name in ways}
             for _ in range(rounds):
                 for name, way in ways.items():
+                    before = _cpu_s(server)
                     times[name].append(way())
+                    cpu[name].append(_cpu_s(server) - before)
     out: dict = {"size_mib": size_mib, "rounds": rounds}
     for name, values in times.items():
         out[f"{name}_best_s"] = round(min(values), 3)
         out[f"{name}_median_s"] = round(statistics.median(values), 3)
+        out[f"{name}_cpu_s"] = round(statistics.median(cpu[name]), 3)
+    out["cpu_s"] = " / ".join(f"{out[f'{name}_cpu_s']:.2f}" for name in ways)
     out["harness_mib_s"] = round(size_mib / min(times["harness"]), 1)
     out["curl_mib_s"] = round(size_mib / min(times["curl"]), 1)
     out["ratio_to_curl"] = round(min(times["curl"]) / min(times["harness"]), 2)
     out["ratio_to_curl_sha256sum"] = round(min(times["curl_sha256sum"])
                                            / min(times["harness"]), 2)
     return out
+
+
+def _cpu_s(server: int) -> float:
+    """CPU seconds so far of this process (the fetcher and its hash thread), its
+    waited-for children (curl, sha256sum) and the server: on two cores, whatever one
+    way spends more than another is wall time once both cores are busy."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    fields = Path(f"/proc/{server}/stat").read_text().rsplit(")", 1)[1].split()
+    server_s = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime + server_s
 
 
 def _time_fetch(source: fetch.Source, cache: Path) -> float:
