@@ -44,11 +44,12 @@ def harness_boot(session: Session, recipe: Recipe, name: str = "bench-cold"
     started = time.monotonic()
     m = session.new_machine(name, recipe).start()
     provision = m.started - started
-    listening, accepted = _sshd_times(m)
+    login = _login_times(m)
     return m, {
         "to_first_command_s": round(provision + m.timings["command"], 1),
         "to_ready_s": round(provision + m.timings["ready"], 1),
-        "lag_after_sshd_listening_s": round(accepted - listening, 2),
+        "lag_after_sshd_listening_s": round(login["accepted"] - login["listening"], 2),
+        "lag_after_logins_permitted_s": round(login["accepted"] - login["permitted"], 2),
         # Where the harness's time goes: making disks, seed and domain, then each
         # readiness phase (seconds from domain start).
         "phases_s": {"provision": round(provision, 2),
@@ -92,7 +93,8 @@ def _pair_summary(pairs: list[dict]) -> dict:
     ratios = [p["ratio"] for p in pairs]
     harness = [p["harness"]["to_first_command_s"] for p in pairs]
     bare = [p["bare"]["to_first_command_s"] for p in pairs]
-    lags = [p["harness"]["lag_after_sshd_listening_s"] for p in pairs]
+    lags = [p["harness"]["lag_after_logins_permitted_s"] for p in pairs]
+    listening = [p["harness"]["lag_after_sshd_listening_s"] for p in pairs]
     phases = [p["harness"]["phases_s"] for p in pairs]
     return {
         "pairs": pairs,
@@ -103,22 +105,38 @@ def _pair_summary(pairs: list[dict]) -> dict:
         "medians": f"{statistics.median(harness):.0f} / {statistics.median(bare):.0f}",
         "lag_median_s": round(statistics.median(lags), 2),
         "lag_spread": f"{min(lags):.2f}-{max(lags):.2f}",
+        "listening_lag_median_s": round(statistics.median(listening), 2),
         "phases_median_s": {k: round(statistics.median(p[k] for p in phases), 2)
                             for k in phases[0]},
     }
 
 
-def _sshd_times(m: Machine) -> tuple[float, float]:
-    """When the guest's sshd began listening and first accepted us (guest clock)."""
-    out = m.succeed("journalctl -b -o short-unix --no-pager -t sshd")
-    listening = accepted = 0.0
+def _login_times(m: Machine) -> dict[str, float]:
+    """Guest-clock seconds at which sshd began listening, the guest began letting
+    users in, and sshd first accepted the harness.
+
+    Until systemd-user-sessions.service has removed /run/nologin, pam_nologin(8)
+    refuses every user but root, and sshd logs "Access denied for user ... by PAM
+    account configuration". On refos that unit and ssh.service both wait for
+    cloud-init's network stage and then race: sshd may listen a second or two
+    before anyone may log in. Every stamp is journald's (__REALTIME_TIMESTAMP,
+    systemd.journal-fields(7)): systemd's own messages carry no other, and one clock
+    for all keeps journald's lateness on a busy vCPU from favouring either side."""
+    out = m.succeed("journalctl -b -o json --no-pager -t sshd; "
+                    "journalctl -b -o json --no-pager -u systemd-user-sessions.service")
+    times: dict[str, float] = {}
     for line in out.splitlines():
-        stamp = float(line.split()[0])
-        if "Server listening on" in line and not listening:
-            listening = stamp
-        if "Accepted publickey" in line and not accepted:
-            accepted = stamp
-    return listening, accepted
+        entry = json.loads(line)
+        stamp = int(entry["__REALTIME_TIMESTAMP"]) / 1e6
+        message = str(entry.get("MESSAGE", ""))
+        if "Server listening on" in message:
+            times.setdefault("listening", stamp)
+        elif "Accepted publickey" in message:
+            times.setdefault("accepted", stamp)
+        elif entry.get("JOB_TYPE") == "start" and entry.get("JOB_RESULT") == "done":
+            times.setdefault("permitted", stamp)
+    times["permitted"] = max(times["listening"], times.get("permitted", 0.0))
+    return times
 
 
 def bare_boot(distro, image, work: Path, accel_name: str,
@@ -444,8 +462,10 @@ TARGETS = [
      "le"),
     ("  spread of the pairs' ratios", "boot.spread", "", None, ""),
     ("  median boot, harness / bare (s)", "boot.medians", "", None, ""),
-    ("harness lag after sshd listens (s)", "boot.lag_median_s", "< 1", 1.0, "lt"),
+    ("harness lag after the guest permits logins (s)", "boot.lag_median_s", "< 1", 1.0,
+     "lt"),
     ("  spread of the lag (s)", "boot.lag_spread", "", None, ""),
+    ("  lag after sshd listens (s)", "boot.listening_lag_median_s", "", None, ""),
     ("fresh machine from save / cold boot", "fresh_from_save.ratio", "<= 0.1", 0.1, "le"),
     ("two VMs at once / one after the other", "two_vms.ratio", "", None, ""),
     ("warm start / cold start (new session)", "warm_start.ratio", "", None, ""),
