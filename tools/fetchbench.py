@@ -53,8 +53,9 @@ def served(data: Path) -> Iterator[tuple[str, int]]:
 
 
 def compare_with_curl(size_mib: int = 256, rounds: int = 5) -> dict:
-    """Seconds for each way (best and median of `rounds`), and the throughput ratios
-    harness / curl and harness / (curl + sha256sum), from the best times."""
+    """Seconds for each way (best and median of `rounds`), its median CPU-seconds
+    (`cpu_s`, all three ways in one line), and the throughput ratios harness / curl
+    and harness / (curl + sha256sum), from the best times."""
     with tempfile.TemporaryDirectory(prefix="fetchbench-") as tmp:
         work = Path(tmp)
         data = work / "image.raw"

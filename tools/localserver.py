@@ -7,7 +7,6 @@ request, so "503 then 200" is `faults=["503"]`. Every request is logged.
 """
 
 import gzip
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -159,12 +158,7 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             is not the client's, and a bench shares two cores with it."""
             with open(path, "rb") as f:
                 try:
-                    while start < end:
-                        sent = os.sendfile(self.connection.fileno(), f.fileno(), start,
-                                           end - start)
-                        if not sent:  # the file shrank under us
-                            return
-                        start += sent
+                    self.connection.sendfile(f, start, end - start)
                 except (BrokenPipeError, ConnectionResetError):
                     return
 

@@ -182,6 +182,7 @@ def run(names: list[str], opts: Options, free_mib: dict[str, int],
          "margin_mib": opts.margin_mib}, indent=2) + "\n")
     hosts = Hosts(free_mib, opts.margin_mib)
     resolve = resolve or (lambda name: _resolve(name, opts.offline))
+    _STOPPING.clear()
     with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:
         try:
             futures = [pool.submit(_one, job, opts, hosts, resolve) for job in plan]
@@ -193,15 +194,19 @@ def run(names: list[str], opts: Options, free_mib: dict[str, int],
     return {job.distro: status for job, status in zip(plan, results, strict=True)}
 
 
-# The distros' pytest processes now running, so an interrupted matrix can stop them.
+# The distros' pytest processes now running, so an interrupted matrix can stop them;
+# once it is stopping, a distro whose turn comes (its memory freed by a stopped one)
+# does not start.
 _CHILDREN: set[subprocess.Popen] = set()
 _CHILDREN_LOCK = threading.Lock()
+_STOPPING = threading.Event()
 
 
 def _stop_children() -> None:
     """SIGTERM each running distro's pytest (it unwinds and removes its machines)
     and wait for it."""
     with _CHILDREN_LOCK:
+        _STOPPING.set()
         children = list(_CHILDREN)
     for proc in children:
         proc.terminate()
@@ -265,8 +270,10 @@ def _pytest(job: Job, opts: Options, uri: str, folder: Path) -> dict:
     log.info("matrix: %s on %s: %s", job.distro, uri, " ".join(cmd[3:]))
     started = time.monotonic()
     with open(folder / "pytest.log", "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        with _CHILDREN_LOCK:
+        with _CHILDREN_LOCK:  # a matrix being stopped starts no distro
+            if _STOPPING.is_set():
+                return _not_run("the matrix was stopped")
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
             _CHILDREN.add(proc)
         try:
             code = proc.wait()

@@ -79,6 +79,17 @@ def test_dropped_connection_resumes_with_a_range_request(server, cache, policy):
     assert reqs[1].range == "bytes=70000-"
 
 
+def test_a_file_served_from_disk_resumes_from_its_offset(server, cache, policy, tmp_path):
+    """The bench's server sends file bodies with sendfile; a resume starts mid-file."""
+    data = payload(300_000)
+    source = tmp_path / "on-disk.img"
+    source.write_bytes(data)
+    url = server.add("/disk.img", source, faults=["drop:123457"])
+    got = fetch.fetch(fetch.Source((url,), sha256(data)), policy=policy, cache=cache)
+    assert got.path.read_bytes() == data
+    assert [r.range for r in server.requests_for("/disk.img")] == [None, "bytes=123457-"]
+
+
 def test_a_partial_file_left_by_a_killed_run_is_resumed(server, cache, policy):
     data = payload(100_000)
     url = server.add("/k.img", data)

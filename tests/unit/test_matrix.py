@@ -2,7 +2,12 @@
 functions over plain numbers, and its runs with a stand-in suite that boots nothing."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -215,3 +220,45 @@ def test_place_spreads_jobs_over_hosts_before_filling_the_biggest():
     assert {first, second} == set(free)
     hosts.release(second, 1280)
     assert hosts.acquire(1280) == second
+
+
+SLOW_STAND_IN = '''
+import os, time
+def test_stand_in(pytestconfig):
+    with open(os.environ["MATRIX_TIMES"], "a") as f:
+        f.write(pytestconfig.getoption("--distro") + "\\n")
+    time.sleep(30)
+'''
+STOPPED_MATRIX = '''
+import sys
+from pathlib import Path
+from harness import matrix
+from harness.signals import unwind_on_sigterm
+opts = matrix.Options(Path(sys.argv[1]), ["qemu:///system"], [sys.argv[2]])
+with unwind_on_sigterm():
+    matrix.run(["refos", "refos-noapparmor"], opts, {"qemu:///system": 1024 + 1280 + 500},
+               lambda name: None)
+'''
+
+
+def test_a_stopped_matrix_starts_no_distro_whose_turn_comes(tmp_path):
+    """Memory fits one distro at a time: SIGTERM while the first runs stops it, and
+    the second, whose turn the stop frees, must not start."""
+    suite = tmp_path / "test_stand_in.py"
+    suite.write_text(SLOW_STAND_IN)
+    started = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_MATRIX, str(tmp_path / "art"),
+                             str(suite)], cwd=REPO, env={**os.environ, "MATRIX_TIMES":
+                                                         str(started)})
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGTERM)  # the process this test started
+        assert proc.wait(timeout=20) != 0
+        time.sleep(2)
+        assert len(started.read_text().splitlines()) == 1, started.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
