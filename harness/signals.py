@@ -25,6 +25,7 @@ def wait_interruptibly(done: Callable[[], bool], slice_s: float = 0.2) -> None:
     """Block until `done()`, waking every `slice_s`. The kernel may hand SIGTERM to any
     thread, and Python runs its handler only in the main thread, between bytecodes: a
     main thread blocked in a plain `join()` or `Future.result()` sees it only when that
-    wait ends, minutes later for a boot (seen in CI: 140 s)."""
+    wait ends, minutes later for a boot. (CI once saw bench's parallel boots outlive
+    SIGTERM by 140 s, their guest booting on to the end: the likely cause.)"""
     while not done():
         time.sleep(slice_s)

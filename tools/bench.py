@@ -140,10 +140,9 @@ def _login_times(m: Machine) -> dict[str, float]:
             times.setdefault("accepted", stamp)
         elif entry.get("JOB_TYPE") == "start" and entry.get("JOB_RESULT") == "done":
             times.setdefault("permitted", stamp)
-    if "listening" in times and (m.distro.boot.ssh_user == "root" or "permitted" not in times):
-        times["permitted"] = times["listening"]  # pam_nologin lets root in
-    elif "listening" in times:
-        times["permitted"] = max(times["listening"], times["permitted"])
+    if "listening" in times:
+        permitted = 0.0 if m.distro.boot.ssh_user == "root" else times.get("permitted", 0.0)
+        times["permitted"] = max(times["listening"], permitted)  # pam_nologin lets root in
     return times
 
 
