@@ -125,8 +125,9 @@ def _login_times(m: Machine) -> dict[str, float]:
     account configuration"; sshd may listen before that. Every stamp is journald's
     monotonic one (__MONOTONIC_TIMESTAMP, systemd.journal-fields(7)): systemd's own
     messages carry no sender's stamp, and one clock for all keeps journald's
-    lateness on a busy vCPU from favouring either side. OpenSSH 9.8 and later log
-    the login as `sshd-session`."""
+    lateness on a busy vCPU from favouring either side. `sshd-session` too: OpenSSH
+    9.8 split that program off sshd, and its lines may carry its name (not verified
+    here; Debian 12 has OpenSSH 9.2)."""
     out = m.succeed("journalctl -b -o json --no-pager -t sshd -t sshd-session; "
                     "journalctl -b -o json --no-pager -u systemd-user-sessions.service")
     times: dict[str, float] = {}
