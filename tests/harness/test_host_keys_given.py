@@ -24,4 +24,3 @@ def test_the_guest_uses_the_given_host_keys_and_generates_none(machine):
     made = machine.run("journalctl -b --no-pager | grep -i "
                        "'[g]enerating new host keys\\|[g]enerating public/private'")
     assert made.stdout == "", f"the guest made host keys at boot:\n{made.stdout}"
-
