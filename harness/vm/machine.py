@@ -339,10 +339,13 @@ class Machine:
         self.destroy()
 
     def attach_disk(self, source: Path, serial: str) -> str:
-        """Hot-plug a local file as a read-only virtio disk; returns its guest path.
+        """Hot-plug a local file as a read-only virtio disk; returns its guest path
+        once the guest has it.
 
         Payloads too big for SSH under emulation (update images) reach the guest
-        this way; the volume is removed with the machine."""
+        this way; the volume is removed with the machine. libvirt returns when QEMU
+        has the device; the guest's kernel and udev make the by-id link later (under
+        TCG, more than a second later), so the wait is part of attaching."""
         name = self.volume(serial)
         storage.upload(storage.pool(self.conn), name, source)
         taken = {t.get("dev") for t in ET.fromstring(self.res.domain.XMLDesc(0)).iter("target")}
@@ -350,7 +353,12 @@ class Machine:
         xml = domain.disk_xml(domain.Disk(storage.POOL, name, target, fmt="raw", readonly=True,
                                           serial=serial))
         self.res.domain.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
-        return f"/dev/disk/by-id/virtio-{serial}"
+        path = f"/dev/disk/by-id/virtio-{serial}"
+        check = f"test -b {shlex.quote(path)}"
+        self._watch(f"disk {serial} in the guest",
+                    lambda: self._ssh.run(check, timeouts.get("ssh_command")).status == 0,
+                    timeouts.get("unit"))
+        return path
 
     # -- evidence --------------------------------------------------------------
 

@@ -100,7 +100,9 @@ def test_shutdown_powers_off_and_leaves_nothing_running(machine_factory):
 
 
 def test_wait_for_unit_fails_at_once_on_a_failed_or_inactive_unit(machine):
-    machine.run("systemd-run --unit=harness-fails --property=RemainAfterExit=no false")
+    # A oneshot's start job ends when `false` has exited, so the unit has failed by
+    # the time systemd-run returns; a simple service would still be "active".
+    machine.run("systemd-run --unit=harness-fails --property=Type=oneshot false")
     started = time.monotonic()
     with pytest.raises(CommandFailed, match=r"harness-fails\.service failed"):
         machine.wait_for_unit("harness-fails.service")
@@ -109,6 +111,19 @@ def test_wait_for_unit_fails_at_once_on_a_failed_or_inactive_unit(machine):
     assert time.monotonic() - started < 30
     machine.succeed("systemctl reset-failed harness-fails.service")
     machine.wait_for_unit("ssh.service")
+
+
+def test_an_attached_disk_is_in_the_guest_when_attach_returns(machine, tmp_path):
+    payload = tmp_path / "payload.img"
+    payload.write_bytes(b"harness-payload\n".ljust(1 << 20, b"\0"))
+    # udev makes the by-id link; holding its queue for 5 s stands for a guest slow
+    # to get there (under load, CI saw no link 0.7 s after the hot-plug).
+    machine.succeed("udevadm control --stop-exec-queue && "
+                    "systemd-run --on-active=5 --timer-property=AccuracySec=100ms "
+                    "udevadm control --start-exec-queue")
+    path = machine.attach_disk(payload, "payload-attach-test")
+    # Asked once, at once: a caller uses the path straight away (refos-update does).
+    assert machine.succeed(f"head -c 16 {path}") == "harness-payload\n"
 
 
 def test_sigkilled_run_is_fully_cleaned_by_harness_clean(libvirt_conn, distro, local_image):
