@@ -5,7 +5,9 @@ in artifacts/test-<name>.log. Under TCG each guest keeps one core busy, so two
 streams run side by side (one per core), longest first, and the next starts when one
 ends. A line says when each stream starts and ends; every few minutes one says what
 is still running. At the end each stream's summary is printed, and the tail of every
-failed stream's log. The exit status is non-zero when any stream failed.
+failed stream's log. The exit status is non-zero when any stream failed. SIGTERM
+(a cancelled CI job) is passed on to the running streams, whose sessions remove
+their machines, and waited for.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import catalog
+from harness.signals import unwind_on_sigterm
 
 ARTIFACTS = Path("artifacts")
 HEARTBEAT = 300.0  # seconds between "still running" lines
 POLL = 0.2  # seconds between checks for an ended stream
 FAILED_TAIL = 80  # lines of a failed stream's log shown at the end
+STOP_GRACE = 180.0  # seconds a stopped stream has to remove its machines
 
 
 @dataclass(frozen=True)
@@ -95,7 +99,34 @@ def _start(stream: Stream) -> Running:
 
 def run(streams: list[Stream], lanes: int) -> dict[Stream, tuple[int, float]]:
     """Run the streams, `lanes` at a time; each stream's exit status and duration."""
-    waiting, running, done = list(streams), [], {}
+    running: list[Running] = []
+    try:
+        with unwind_on_sigterm():
+            return _run(list(streams), running, lanes)
+    except KeyboardInterrupt:
+        _stop(running)
+        raise
+
+
+def _stop(running: list[Running]) -> None:
+    """SIGTERM to each running stream, then wait: each pytest unwinds its session and
+    destroys its domains. One that outlives STOP_GRACE is killed."""
+    _say("interrupted; stopping " + ", ".join(r.stream.name for r in running))
+    started = time.monotonic()
+    for r in running:
+        r.proc.terminate()
+    for r in running:
+        try:
+            r.proc.wait(timeout=max(0.1, started + STOP_GRACE - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            r.proc.kill()
+            r.proc.wait()
+    _say(f"stopped in {_clock(time.monotonic() - started)}")
+
+
+def _run(waiting: list[Stream], running: list[Running], lanes: int
+         ) -> dict[Stream, tuple[int, float]]:
+    done: dict[Stream, tuple[int, float]] = {}
     last_beat = time.monotonic()
     while waiting or running:
         while waiting and len(running) < lanes:
@@ -146,7 +177,11 @@ def main() -> int:
                         help="streams at a time (default: one per core)")
     args = parser.parse_args()
     started = time.monotonic()
-    ok = report(run(selected(args.streams), max(1, args.lanes)))
+    try:
+        ok = report(run(selected(args.streams), max(1, args.lanes)))
+    except KeyboardInterrupt:
+        print(f"VM tests stopped after {_clock(time.monotonic() - started)}")
+        return 130
     print(f"VM tests {'passed' if ok else 'FAILED'} in {_clock(time.monotonic() - started)}")
     return 0 if ok else 1
 

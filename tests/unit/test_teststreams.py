@@ -4,12 +4,17 @@ pytest-like last line."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 import pytest
 
+from harness.paths import REPO
 from tools import teststreams
 
 
@@ -45,3 +50,52 @@ def test_one_failed_stream_fails_the_run_and_shows_its_log(capsys):
     assert not teststreams.report(done)
     assert "bad failed (exit 1)" in capsys.readouterr().out
     assert {s.name: code for s, (code, _) in done.items()} == {"good": 0, "bad": 1}
+
+
+# A stream that records SIGTERM in a file and takes a second to "remove its
+# machines", as a pytest session does; without SIGTERM it would run for a minute.
+_PATIENT = """
+import pathlib, signal, sys, time
+def stop(*_):
+    time.sleep(1)
+    pathlib.Path(sys.argv[1]).write_text("unwound")
+    sys.exit(143)
+signal.signal(signal.SIGTERM, stop)
+print("started", flush=True)
+time.sleep(60)
+"""
+
+# `make test`'s own entry point, with two patient streams for the real ones.
+_PARENT = """
+import sys
+from tools import teststreams as t
+class Patient(t.Stream):
+    def command(self):
+        return [sys.executable, "-c", PATIENT, f"{t.ARTIFACTS}/{self.name}.mark"]
+PATIENT, t.ARTIFACTS = sys.argv[1], t.Path(sys.argv[2])
+t.STREAMS = (Patient("a", "refos", ()), Patient("b", "refos", ()))
+sys.argv = sys.argv[:1]
+sys.exit(t.main())
+"""
+
+
+def test_sigterm_stops_the_running_streams_and_waits_for_them(tmp_path):
+    parent = subprocess.Popen([sys.executable, "-c", _PARENT, _PATIENT, str(tmp_path)],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+    try:
+        logs = [tmp_path / "test-a.log", tmp_path / "test-b.log"]
+        deadline = time.monotonic() + 30
+        while not all(log.exists() and "started" in log.read_text() for log in logs):
+            assert time.monotonic() < deadline, "the streams did not start"
+            time.sleep(0.1)
+        parent.send_signal(signal.SIGTERM)
+        out, _ = parent.communicate(timeout=30)
+    finally:  # streams a broken run left behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)
+    assert parent.returncode == 130, out
+    # Each stream got SIGTERM, and the run waited for it to finish unwinding.
+    assert (tmp_path / "a.mark").read_text() == "unwound", out
+    assert (tmp_path / "b.mark").read_text() == "unwound", out
+    assert "interrupted; stopping a, b" in out
