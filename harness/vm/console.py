@@ -38,6 +38,11 @@ PATTERNS = (
 )
 BY_NAME = {p.name: p for p in PATTERNS}
 
+# The x86 kernel's last line before it resets the machine: native_machine_restart()
+# prints "machine restart" under pr_fmt "reboot: " (torvalds/linux
+# arch/x86/kernel/reboot.c @ v6.1). Anything after it comes from the firmware.
+RESET_LINE = "reboot: machine restart"
+
 
 @dataclass(frozen=True)
 class Finding:

@@ -108,6 +108,8 @@ class Machine:
         self.res = Resources()
         self.started = 0.0
         self._console_mark = 0
+        self._console_seen = (0, 0.0)  # console length, and when it last grew
+        self.power_cycles = 0  # resets the firmware never answered (_power_cycle_if_stuck)
         self._ssh: ssh.Connection | None = None
         self.host_key: keys.KeyPair | None = None
         self.client_key: keys.KeyPair | None = None
@@ -389,10 +391,39 @@ class Machine:
             if lost := self._hypervisor_lost():
                 raise self._error(MachineError, lost)
             raise self._error(BootFailure, "the domain is no longer running")
-        found = console.scan(self.console_text()[self._console_mark:], fatal_only=True)
+        text = self.console_text()
+        found = console.scan(text[self._console_mark:], fatal_only=True)
         if found:
             raise self._error(BootFailure, f"{found[0].pattern.name} on the console: "
                                            f"{found[0].line}")
+        self._power_cycle_if_stuck(text)
+
+    def _power_cycle_if_stuck(self, text: str) -> None:
+        """Power the domain off and on when the guest reset itself and the firmware
+        has printed nothing since, for longer than the `firmware` timeout.
+
+        Under TCG, QEMU sometimes runs OVMF after a guest's reset at a small
+        fraction of its speed, for longer than any reboot budget (README, "A reboot
+        right after a restore leaves the firmware crawling"); a new QEMU process
+        boots at full speed. Disks, NVRAM and console log carry over, as across a
+        reset: the guest sees a reboot either way."""
+        now = time.monotonic()
+        if len(text) != self._console_seen[0]:
+            self._console_seen = (len(text), now)
+            return
+        silent = now - self._console_seen[1]
+        if (self.remote or not text.rstrip().endswith(console.RESET_LINE)
+                or silent < timeouts.get("firmware")):
+            return
+        log.warning("%s: the firmware printed nothing for %.0fs after the guest's reset; "
+                    "powering the domain off and on", self.name, silent)
+        xml = self.res.domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+        # The console log is the same file, appended to rather than started anew.
+        xml = re.sub(r"(<source [^>]*)append='off'", r"\1append='on'", xml)
+        self.res.domain.destroy()
+        self.res.domain = self.conn.createXML(xml, 0)
+        self.power_cycles += 1
+        self._console_seen = (len(text), time.monotonic())
 
     def _hypervisor_lost(self) -> str:
         """Why libvirt no longer answers for a remote guest, or "" if it does."""

@@ -11,6 +11,7 @@ BASE = {
     "ready": 60,  # SSH to "boot finished" (systemd, cloud-init)
     "reboot": 60,  # reboot request to the new boot answering
     "shutdown": 30,
+    "firmware": 20,  # a guest's reset until the firmware prints anything
     "unit": 30,  # wait_for_unit
     "probe": 4,  # the KVM probe's deadline
 }

@@ -15,7 +15,7 @@ import pytest
 
 from harness.paths import REPO, runtime_dir
 from harness.seed import keys
-from harness.vm import storage, timeouts
+from harness.vm import console, storage, timeouts
 from harness.vm.machine import BootFailure, CommandFailed, KernelBoot, MachineError
 
 pytestmark = pytest.mark.vm
@@ -124,6 +124,33 @@ def test_an_attached_disk_is_in_the_guest_when_attach_returns(machine, tmp_path)
     path = machine.attach_disk(payload, "payload-attach-test")
     # Asked once, at once: a caller uses the path straight away (refos-update does).
     assert machine.succeed(f"head -c 16 {path}") == "harness-payload\n"
+
+
+def test_a_reset_the_firmware_never_answers_is_power_cycled_and_the_reboot_completes(
+        machine_factory, monkeypatch):
+    m = machine_factory("stuck-reset")
+    monkeypatch.setitem(timeouts.BASE, "firmware", 2)  # 10 s under TCG
+    frozen = threading.Event()
+
+    def freeze_at_reset() -> None:
+        # A paused vCPU prints nothing, as a firmware crawling after the reset does.
+        deadline = time.monotonic() + timeouts.get("reboot")
+        while time.monotonic() < deadline:
+            if m.console_text().rstrip().endswith(console.RESET_LINE):
+                m.res.domain.suspend()
+                frozen.set()
+                return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=freeze_at_reset, daemon=True)
+    watcher.start()
+    m.reboot()
+    watcher.join()
+    assert frozen.is_set(), "the guest never printed the reset line"
+    assert m.power_cycles == 1
+    # One console log across the power cycle: the reset, then the new boot.
+    before, _, after = m.console_text().rpartition(console.RESET_LINE)
+    assert before and "Linux version" in after
 
 
 def test_sigkilled_run_is_fully_cleaned_by_harness_clean(libvirt_conn, distro, local_image):
