@@ -403,10 +403,10 @@ class Machine:
         has printed nothing since, for longer than the `firmware` timeout.
 
         Under TCG, QEMU sometimes runs OVMF after a guest's reset at a small
-        fraction of its speed, for longer than any reboot budget (README, "A reboot
-        right after a restore leaves the firmware crawling"); a new QEMU process
-        boots at full speed. Disks, NVRAM and console log carry over, as across a
-        reset: the guest sees a reboot either way."""
+        fraction of its speed, for longer than any reboot budget (README, "After a
+        reboot, the firmware crawls"); a new QEMU process boots at full speed.
+        Disks, NVRAM and console log carry over, as across a reset: the guest sees
+        a reboot either way."""
         now = time.monotonic()
         if len(text) != self._console_seen[0]:
             self._console_seen = (len(text), now)
