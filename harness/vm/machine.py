@@ -420,8 +420,12 @@ class Machine:
         xml = self.res.domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
         # The console log is the same file, appended to rather than started anew.
         xml = re.sub(r"(<source [^>]*)append='off'", r"\1append='on'", xml)
-        self.res.domain.destroy()
-        self.res.domain = self.conn.createXML(xml, 0)
+        try:
+            self.res.domain.destroy()
+            self.res.domain = self.conn.createXML(xml, 0)
+        except libvirt.libvirtError as e:
+            raise self._error(MachineError, f"powering off and on after a stuck reset "
+                                            f"failed: {e}") from None
         self.power_cycles += 1
         self._console_seen = (len(text), time.monotonic())
 
