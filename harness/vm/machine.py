@@ -109,6 +109,7 @@ class Machine:
         self.started = 0.0
         self._console_mark = 0
         self._console_seen = (0, 0.0)  # console length, and when it last grew
+        self._cycled_at = -1  # console length at the last power cycle: one per reset
         self.power_cycles = 0  # resets the firmware never answered (_power_cycle_if_stuck)
         self._ssh: ssh.Connection | None = None
         self.host_key: keys.KeyPair | None = None
@@ -356,10 +357,7 @@ class Machine:
                                           serial=serial))
         self.res.domain.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
         path = f"/dev/disk/by-id/virtio-{serial}"
-        check = f"test -b {shlex.quote(path)}"
-        self._watch(f"disk {serial} in the guest",
-                    lambda: self._ssh.run(check, timeouts.get("ssh_command")).status == 0,
-                    timeouts.get("unit"))
+        self.wait_until_succeeds(f"test -b {shlex.quote(path)}", timeouts.get("unit"))
         return path
 
     # -- evidence --------------------------------------------------------------
@@ -412,14 +410,21 @@ class Machine:
             self._console_seen = (len(text), now)
             return
         silent = now - self._console_seen[1]
-        if (self.remote or not text.rstrip().endswith(console.RESET_LINE)
+        # Only OVMF was seen crawling; it prints within seconds of a reset, where a
+        # BIOS boot may stay silent on the serial port until its kernel.
+        if (self.remote or self.distro.boot.firmware != "uefi" or self._cycled_at == len(text)
+                or not text.rstrip().endswith(console.RESET_LINE)
                 or silent < timeouts.get("firmware")):
             return
         log.warning("%s: the firmware printed nothing for %.0fs after the guest's reset; "
                     "powering the domain off and on", self.name, silent)
         xml = self.res.domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
         # The console log is the same file, appended to rather than started anew.
-        xml = re.sub(r"(<source [^>]*)append='off'", r"\1append='on'", xml)
+        xml, kept = re.subn(r"(<source [^>]*)append='(?:off|on)'", r"\1append='on'", xml)
+        if not kept:
+            raise self._error(MachineError, "the firmware is stuck after the guest's reset, "
+                                            "and its console log could not be kept across "
+                                            "a power cycle (no append= in its XML)")
         try:
             self.res.domain.destroy()
             self.res.domain = self.conn.createXML(xml, 0)
@@ -427,6 +432,7 @@ class Machine:
             raise self._error(MachineError, f"powering off and on after a stuck reset "
                                             f"failed: {e}") from None
         self.power_cycles += 1
+        self._cycled_at = len(text)
         self._console_seen = (len(text), time.monotonic())
 
     def _hypervisor_lost(self) -> str:

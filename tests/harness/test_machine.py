@@ -113,7 +113,8 @@ def test_wait_for_unit_fails_at_once_on_a_failed_or_inactive_unit(machine):
     machine.wait_for_unit("ssh.service")
 
 
-def test_an_attached_disk_is_in_the_guest_when_attach_returns(machine, tmp_path):
+def test_an_attached_disk_is_in_the_guest_when_attach_returns(machine_factory, tmp_path):
+    machine = machine_factory("attach")  # its udev is held and a disk left attached
     payload = tmp_path / "payload.img"
     payload.write_bytes(b"harness-payload\n".ljust(1 << 20, b"\0"))
     # udev makes the by-id link; holding its queue for 5 s stands for a guest slow

@@ -74,7 +74,7 @@ class Patient(t.Stream):
         return [sys.executable, "-c", PATIENT, f"{t.ARTIFACTS}/{self.name}.mark"]
 PATIENT, t.ARTIFACTS = sys.argv[1], t.Path(sys.argv[2])
 t.STREAMS = (Patient("a", "refos", ()), Patient("b", "refos", ()))
-sys.argv = sys.argv[:1]
+sys.argv = [sys.argv[0], "--lanes=2"]
 sys.exit(t.main())
 """
 
