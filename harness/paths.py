@@ -12,6 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 # Traversable, not listable: QEMU (another uid under qemu:///system) opens the
 # fw_cfg files libvirt relabels for it below here, but nobody can list run ids.
 RUNTIME_MODE = 0o711
+# Written when the harness makes a runtime folder: only a folder that carries it
+# is ever chmodded or swept (HARNESS_RUNTIME may name a folder of other data).
+RUNTIME_MARKER = ".container-os-harness-runtime"
 
 
 class UnsafeRuntimeDir(RuntimeError):
@@ -52,7 +55,42 @@ def runtime_dir() -> Path:
                                "set HARNESS_RUNTIME to an absolute path")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     _check_parent(path)
-    return private_mkdir(path)  # also narrows a listable (0755) one an older harness made
+    try:
+        path.mkdir(mode=RUNTIME_MODE)
+        _mark(path)
+    except FileExistsError:
+        check_private_dir(path)
+        _check_marked(path)
+    os.chmod(path, RUNTIME_MODE)  # also narrows a listable (0755) one an older harness made
+    return path
+
+
+def _mark(path: Path) -> None:
+    fd = os.open(path / RUNTIME_MARKER,
+                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.close(fd)
+
+
+def _check_marked(path: Path) -> None:
+    """An existing runtime folder is used only if the harness made it: it carries the
+    marker, or it is empty, or it is the harness's own default (an older harness made
+    it there before markers); it is marked then. Anything else is someone's data."""
+    marker = path / RUNTIME_MARKER
+    try:
+        st = os.lstat(marker)
+    except FileNotFoundError:
+        if settings.get("HARNESS_RUNTIME") and any(path.iterdir()):
+            raise UnsafeRuntimeDir(
+                f"runtime folder {path} (HARNESS_RUNTIME) was not made by the harness (it "
+                f"has no {RUNTIME_MARKER} file) and is not empty: refusing to use or clean "
+                "it, its files may be someone's data; set HARNESS_RUNTIME to a folder the "
+                "harness may make (a new path) or to an empty one") from None
+        _mark(path)
+        return
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+        raise UnsafeRuntimeDir(f"runtime folder {path}: its {RUNTIME_MARKER} is not a file "
+                               f"of uid {os.geteuid()}: refusing the folder; remove it or "
+                               "set HARNESS_RUNTIME to a new path")
 
 
 def private_mkdir(path: Path, mode: int = RUNTIME_MODE, setting: str = "HARNESS_RUNTIME"

@@ -35,7 +35,11 @@ from harness.vm import domain, storage
 
 DOMAIN_PREFIX = "harness-"
 VOLUME_RUN = re.compile(r"run-([0-9a-f]+)(?=[-.])")
-MARKER = re.compile(r"run-([0-9a-f]+)\.owner\.([0-9a-f]+)\.([0-9a-f-]+)\.(\d+)\.(\d+)")
+MARKER = re.compile(
+    r"run-([0-9a-f]+)\.owner\.([0-9a-f]+)\.([0-9a-f-]+)\.(\d+)\.(\d+)(?:\.(\d+))?")
+# The initial PID namespace's inode (PROC_PID_INIT_INO, include/linux/proc_ns.h): a
+# sweeper in it sees every process of the host, whatever namespace it runs in.
+INIT_PIDNS = 0xEFFFFFFC
 
 # libvirt prints every error to stderr besides raising it; the harness reports
 # the errors it raises itself (and expects some, such as a vanished domain).
@@ -48,6 +52,37 @@ def _start_time(pid: int) -> str | None:
     except OSError:
         return None
     return stat_line.rsplit(")", 1)[1].split()[19]
+
+
+def _self_start() -> str:
+    """This process's start time, from /proc/self (right in any PID namespace: `self`
+    is this process whichever namespace's /proc is mounted, unlike os.getpid())."""
+    return Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+def _pidns(pid: int | str = "self") -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}/ns/pid").st_ino
+    except OSError:
+        return None
+
+
+def _alive_in_pidns(pidns: int, pid: int, start: str) -> bool | None:
+    """Whether a process of PID namespace `pidns` (pid `pid` there) started at `start`
+    still lives, looked up by its namespace inode and NSpid; None when this process
+    cannot see that namespace (it is not in the initial one)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or _pidns(entry.name) != pidns:
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines()
+                      if line.startswith("NSpid:")), [])
+        if nspid and nspid[-1] == str(pid) and _start_time(int(entry.name)) == start:
+            return True
+    return False if _pidns() == INIT_PIDNS else None
 
 
 def _boot_id() -> str:
@@ -69,40 +104,46 @@ class Owner:
 
     host: str
     boot: str
-    pid: int
+    pid: int  # as this process sees itself: in its own PID namespace
     start: str
+    pidns: int = 0  # that namespace's inode; 0 in records of an older harness
 
     @classmethod
     def current(cls) -> "Owner":
-        pid = os.getpid()
-        return cls(_host_id(), _boot_id(), pid, _start_time(pid) or "0")
+        return cls(_host_id(), _boot_id(), os.getpid(), _self_start(), _pidns() or 0)
 
     @classmethod
     def from_attrs(cls, attrs: dict[str, str]) -> "Owner | None":
         try:
-            return cls(attrs["host"], attrs["boot"], int(attrs["pid"]), attrs["start"])
+            return cls(attrs["host"], attrs["boot"], int(attrs["pid"]), attrs["start"],
+                       int(attrs.get("pidns", 0)))
         except (KeyError, ValueError):
             return None
 
     def attrs(self) -> dict[str, str]:
         return {"host": self.host, "boot": self.boot, "pid": str(self.pid),
-                "start": self.start}
+                "start": self.start, "pidns": str(self.pidns)}
 
     def state(self) -> str:
-        """"alive", "dead", or "foreign" (made from another host: cannot tell)."""
+        """"alive", "dead", or "foreign" (made from another host, or from a PID
+        namespace this process cannot see into: cannot tell)."""
         if self.host != _host_id():
             return "foreign"
         if self.boot != _boot_id():
             return "dead"  # this host rebooted since
+        if self.pidns and self.pidns != _pidns():
+            found = _alive_in_pidns(self.pidns, self.pid, self.start)
+            return "foreign" if found is None else "alive" if found else "dead"
         return "alive" if _start_time(self.pid) == self.start else "dead"
 
     def marker(self, run_id: str) -> str:
-        return f"run-{run_id}.owner.{self.host}.{self.boot}.{self.pid}.{self.start}"
+        return f"run-{run_id}.owner.{self.host}.{self.boot}.{self.pid}.{self.start}." \
+               f"{self.pidns}"
 
 
 def owner_of_marker(name: str) -> tuple[str, Owner] | None:
     if m := MARKER.fullmatch(name):
-        return m[1], Owner(m[2], m[3], int(m[4]), m[5])
+        return m[1], Owner(m[2], m[3], int(m[4]), m[5], int(m[6] or 0))
     return None
 
 
@@ -215,6 +256,7 @@ def sweep(conn: libvirt.virConnect, finished: frozenset[str] = frozenset()) -> l
     Liveness comes from each run's own owner record, never from which runtime dir
     the sweeper uses. `finished` names runs to sweep although their process
     lives: a run cleaning up after itself at its end."""
+    local = runtime_dir()  # refused (UnsafeRuntimeDir) before anything is removed
     removed: list[str] = []
     left: set[str] = set()
     for dom in conn.listAllDomains(0):
@@ -228,7 +270,7 @@ def sweep(conn: libvirt.virConnect, finished: frozenset[str] = frozenset()) -> l
             destroy_domain(dom)
             removed.append(f"domain {dom.name()}")
     removed += _sweep_volumes(conn, finished, left)
-    removed += _sweep_local(finished)
+    removed += _sweep_local(local, finished)
     for line in removed:
         log.info("clean: removed %s", line)
     if left:
@@ -248,22 +290,26 @@ def _sweep_volumes(conn: libvirt.virConnect, finished: frozenset[str],
     removed = []
     for vol in sorted(volumes, key=lambda v: owner_of_marker(v.name()) is not None):
         name = vol.name()
-        if (m := VOLUME_RUN.match(name)) and _dead(m[1], markers.get(m[1]), finished, left):
-            vol.delete(0)
+        if (m := VOLUME_RUN.match(name)) and _dead(m[1], markers.get(m[1]), finished, left) \
+                and storage.delete(vol):
             removed.append(f"volume {name}")
     return removed
 
 
-def _sweep_local(finished: frozenset[str]) -> list[str]:
-    """Run dirs of dead runs and unheld port locks under our own runtime dir."""
+def _sweep_local(local: Path, finished: frozenset[str]) -> list[str]:
+    """Run dirs of dead runs and unheld port locks under our own runtime dir (one the
+    harness made: paths.runtime_dir refuses any other). What another sweep removed
+    first is not an error."""
     removed = []
-    for path in (runtime_dir() / "runs").glob("*"):
+    for path in (local / "runs").glob("*"):
         if path.name in finished or not alive(path):
             shutil.rmtree(path, ignore_errors=True)  # rmtree does not follow symlinks
             removed.append(f"run dir {path}")
-    for lock in (runtime_dir() / "ports").glob("*.lock"):
+    for lock in (local / "ports").glob("*.lock"):
         try:
             fd = _open_lock(lock)
+        except FileNotFoundError:  # released, or swept by another sweep, since the listing
+            continue
         except OSError:  # a symlink or something else planted: remove the name only
             lock.unlink(missing_ok=True)
             removed.append(f"port lock {lock.name} (not a regular file)")

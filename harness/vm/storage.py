@@ -135,16 +135,24 @@ def overlay(conn: libvirt.virConnect, name: str, backing: str, capacity: int) ->
     return vol.path()
 
 
+def delete(vol: libvirt.virStorageVol) -> bool:
+    """Delete a volume; False when it was gone already (another sweep of the shared
+    pool removed it since it was listed: not an error). Any other error is raised."""
+    try:
+        vol.delete(0)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+            return False
+        raise
+    return True
+
+
 def delete_volumes(conn: libvirt.virConnect, prefix: str) -> list[str]:
-    """Delete every volume whose name starts with `prefix`; returns their names."""
+    """Delete every volume whose name starts with `prefix`; returns the names it removed."""
     p = pool(conn)
     refresh(p)
-    gone = []
-    for vol in p.listAllVolumes(0):
-        if vol.name().startswith(prefix):
-            vol.delete(0)
-            gone.append(vol.name())
-    return gone
+    return [vol.name() for vol in p.listAllVolumes(0)
+            if vol.name().startswith(prefix) and delete(vol)]
 
 
 def volume_path(conn: libvirt.virConnect, name: str) -> str:

@@ -1,0 +1,53 @@
+"""A run started in another PID namespace (issue 31, item 4): `unshare --pid --fork`,
+with its own /proc or with the host's. A sweep from the host leaves it while it
+lives and removes what it left once it is gone. Real unshare, real libvirt pool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from harness.paths import REPO
+from harness.vm import runs, storage
+
+# Starts a run, says its id and marker, and lives until its stdin closes.
+CHILD = """
+import sys, libvirt
+from harness.vm import runs
+conn = libvirt.open("qemu:///system")
+run = runs.Run.start(conn)
+print(run.id, run.owner.marker(run.id), flush=True)
+sys.stdin.read()
+"""
+
+
+def _volumes(conn) -> set[str]:
+    pool = storage.pool(conn)
+    storage.refresh(pool)
+    return {v.name() for v in pool.listAllVolumes(0)}
+
+
+@pytest.mark.parametrize("own_proc", [True, False], ids=["own-proc", "host-proc"])
+def test_a_run_in_another_pid_namespace_is_swept_only_once_dead(libvirt_conn, runtime,
+                                                                 own_proc):
+    if not shutil.which("unshare"):
+        pytest.fail("unshare (util-linux) is missing")
+    argv = ["unshare", "--pid", "--fork", *(["--mount-proc"] if own_proc else []),
+            sys.executable, "-c", CHILD]
+    child = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        run_id, marker = child.stdout.readline().split()
+        runs.sweep(libvirt_conn)  # from the host, while the run lives
+        assert marker in _volumes(libvirt_conn)
+        assert (runtime / "runs" / run_id).is_dir()
+    finally:
+        child.stdin.close()
+        child.wait(30)
+        child.stdout.close()
+    runs.sweep(libvirt_conn)  # the control: once it is gone, its leftovers go
+    assert marker not in _volumes(libvirt_conn)
+    assert not (runtime / "runs" / run_id).exists()
