@@ -13,7 +13,7 @@ import libvirt
 from harness import catalog, images, settings
 from harness.images import build
 from harness.log import log, setup_cli_logging
-from harness.paths import REPO, UnsafeRuntimeDir
+from harness.paths import REPO, UnsafeRuntimeDir, check_private_dir
 
 if TYPE_CHECKING:  # pytest is imported only by the commands that run it
     from pytest import TestReport
@@ -249,6 +249,10 @@ def _out_folder(out: Path) -> Path:
         resolved.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"--out {out}: cannot make the folder ({e.strerror})") from None
+    try:  # keys are written below it: nobody else may have planted names there
+        check_private_dir(resolved, "--out")
+    except UnsafeRuntimeDir as e:
+        raise UsageError(f"--out {out}: {e}") from None
     return resolved
 
 

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from harness.paths import private_mkdir
+
 
 @dataclass(frozen=True)
 class KeyPair:
@@ -50,7 +52,8 @@ MAKERS = {"ed25519": Ed25519PrivateKey.generate,
 def generate(directory: Path, name: str, comment: str, kind: str = "ed25519") -> KeyPair:
     """Write a key pair (ed25519 unless `kind` says rsa or ecdsa) as NAME (mode 0600)
     and NAME.pub."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_mkdir(directory, 0o700, "the keys' folder")  # never a planted symlink or folder
     key = MAKERS[kind]()
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -61,11 +64,18 @@ def generate(directory: Path, name: str, comment: str, kind: str = "ed25519") ->
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     ).decode() + f" {comment}"
     path = directory / name
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(private)
-    (directory / f"{name}.pub").write_text(public + "\n")
+    _write(path, private, 0o600)
+    _write(directory / f"{name}.pub", (public + "\n").encode(), 0o644)
     return KeyPair(path, public)
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Never through a symlink (O_NOFOLLOW), in a folder checked to be ours alone."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 mode)
+    os.fchmod(fd, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
 
 
 def spare_host_keys(directory: Path, comment: str) -> tuple[KeyPair, ...]:
