@@ -8,6 +8,7 @@ kernel panic ends with a MachineError quoting the console's last lines, at once,
 instead of a timeout or a raw paramiko exception.
 """
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -168,14 +169,17 @@ class Machine:
             cmdline = " ".join(a for a in (kb.cmdline, self.seed.kernel_args) if a)
             self.direct = domain.DirectBoot(kernel, cmdline, initrd)
 
-    def _spec(self, port: int) -> domain.DomainSpec:
+    def _spec(self, port: int, seed_disk: bool | None = None) -> domain.DomainSpec:
+        """This machine's domain; `seed_disk` says whether it has a seed volume (a
+        restored machine's template says so, not its seed, which the cache keeps
+        without the disk)."""
         cdrom = self.recipe.image.media == "cdrom"
         # An ISO boots as a CD-ROM, on the IDE bus of QEMU's `pc` machine, which SeaBIOS
         # boots from. Unverified by a boot here: no ISO distro's image is cached.
         disks = [domain.Disk(storage.POOL, self.volume("disk.qcow2"), "hdc", device="cdrom",
                              readonly=True) if cdrom else
                  domain.Disk(storage.POOL, self.volume("disk.qcow2"), "vda")]
-        if self.seed.disk:
+        if self.seed.disk if seed_disk is None else seed_disk:
             disks.append(domain.Disk(storage.POOL, self.volume("seed.iso"), "vdb", fmt="raw",
                                      readonly=True))
         run = self.session.run
@@ -258,17 +262,16 @@ class Machine:
                 self.res.volumes.append(self.volume(""))
                 storage.overlay(self.conn, self.volume("disk.qcow2"), saved.disk_path,
                                 saved.vsize)
-                nvram = storage.clone(self.conn, saved.nvram_volume, self.volume("VARS.fd")) \
-                    if saved.nvram_volume else ""
+                if saved.nvram_volume:  # at the path _spec names
+                    storage.clone(self.conn, saved.nvram_volume, self.volume("VARS.fd"))
                 if saved.seed_volume:  # a copy of its own: the save's may outlive this run
                     storage.clone(self.conn, saved.seed_volume, self.volume("seed.iso"))
-                run = self.session.run
 
                 def restore(port: int) -> libvirt.virDomain:
-                    self.xml = snapshot.retarget(
-                        saved.xml, self.volume("disk.qcow2"), nvram, self.console_log, port,
-                        run.id, run.owner.attrs(),
-                        self.volume("seed.iso") if saved.seed_volume else "")
+                    # The harness's own domain, never the XML the save file carries.
+                    spec = dataclasses.replace(self._spec(port, bool(saved.seed_volume)),
+                                               name=saved.domain_name)
+                    self.xml = snapshot.restore_xml(spec, saved.xml)
                     (self.dir / "domain.xml").write_text(self.xml)
                     self.conn.restoreFlags(str(saved.file), self.xml,
                                            libvirt.VIR_DOMAIN_SAVE_PAUSED if self.remote

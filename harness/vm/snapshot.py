@@ -17,6 +17,7 @@ template's, so tests that need a real boot still call `reboot()`.
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,34 +73,26 @@ def save(machine, key: str) -> Saved:
                  seed_volume=machine.volume("seed.iso") if machine.seed.disk else "")
 
 
-def retarget(xml: str, disk_volume: str, nvram: str, console: Path, port: int,
-             run_id: str, owner: dict[str, str] | None = None, seed_volume: str = "") -> str:
-    """The saved XML with this copy's disk, seed, NVRAM, console log, port forward and
-    owner (the run that made the copy, for sweeps). Only what libvirt lets a restore
-    change: nothing of the guest's ABI."""
-    root = ET.fromstring(xml)
-    for disk in root.iter("disk"):
-        dev = disk.find("target").get("dev")
-        if dev == "vda" or (dev == "vdb" and seed_volume):
-            disk.find("source").set("volume", disk_volume if dev == "vda" else seed_volume)
-            for store in disk.findall("backingStore"):
-                disk.remove(store)
-    if nvram and (el := root.find("os/nvram")) is not None:
-        el.text = nvram
-    for tag in ("serial", "console"):
-        for dev in root.iter(tag):
-            if dev.get("type") == "file":
-                dev.find("source").set("path", str(console))
-    for arg in root.iter(f"{{{domain.QEMU_NS}}}arg"):
-        if arg.get("value", "").startswith("user,id=hn0,"):
-            open_net = "restrict=off" in arg.get("value")
-            arg.set("value", domain.netdev_arg(port, open_net))
-    meta = root.find(f"metadata/{{{domain.HARNESS_NS}}}run")
-    if meta is not None:
-        meta.set("id", run_id)
-        for name, value in (owner or {}).items():
-            meta.set(name, value)
-    return ET.tostring(root, encoding="unicode")
+def restore_xml(spec: domain.DomainSpec, saved_xml: str) -> str:
+    """The XML a save is restored with: the harness's own domain for the machine,
+    built from its recipe (`spec`, named as the save is), with only the saved
+    domain's UUID taken over, because libvirt restores a save under its own name and
+    UUID alone. Nothing else of the XML in the save file is used: libvirt's ABI
+    check lets a restore XML add host devices, file systems, disks and QEMU
+    arguments, so a save written by another hand could otherwise bring them."""
+    root = ET.fromstring(saved_xml)
+    if root.findtext("name") != spec.name:
+        raise savecache.SaveFormatError(
+            f"the save's domain is {root.findtext('name')!r}, not {spec.name!r}")
+    try:
+        saved_uuid = str(uuid.UUID(root.findtext("uuid") or ""))
+    except ValueError:
+        raise savecache.SaveFormatError("the save's domain has no valid UUID") from None
+    mine = ET.fromstring(domain.domain_xml(spec))
+    el = ET.Element("uuid")
+    el.text = saved_uuid
+    mine.insert(list(mine).index(mine.find("name")) + 1, el)
+    return ET.tostring(mine, encoding="unicode")
 
 
 class Templates:

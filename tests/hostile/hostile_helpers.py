@@ -110,11 +110,17 @@ def paused_domain(conn: libvirt.virConnect, run: runs.Run, name: str,
                   owner: runs.Owner | None = None, port: int = 0) -> libvirt.virDomain:
     """A transient domain of `run`, made from the harness's own XML, with no disk:
     started paused, so QEMU opens its files but no OS runs (cheap under TCG)."""
-    spec = domain.DomainSpec(
+    spec = paused_spec(run, name, fw_cfg, owner, port)
+    return conn.createXML(domain.domain_xml(spec), libvirt.VIR_DOMAIN_START_PAUSED)
+
+
+def paused_spec(run: runs.Run, name: str, fw_cfg: tuple[tuple[str, Path], ...] = (),
+                owner: runs.Owner | None = None, port: int = 0) -> domain.DomainSpec:
+    """The recipe of paused_domain's domains (64 MiB, BIOS, no disk)."""
+    return domain.DomainSpec(
         name=run.domain_name(name), run_id=run.id, memory_mib=64, firmware="bios", disks=(),
         console_log=run.dir / f"{name}.console.log", ssh_port=port or free_port(), fw_cfg=fw_cfg,
         owner=(owner or run.owner).attrs())
-    return conn.createXML(domain.domain_xml(spec), libvirt.VIR_DOMAIN_START_PAUSED)
 
 
 def domain_exists(conn: libvirt.virConnect, name: str) -> bool:

@@ -3,6 +3,7 @@ OS: eviction by age and size, `harness clean --saves` against plain `harness
 clean`, and two runs restoring one real save at once (a tiny domain, started
 paused, saved by libvirt)."""
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from hostile_helpers import free_port, paused_domain
+from hostile_helpers import paused_domain, paused_spec
 
 from harness import paths
 from harness.vm import runs, savecache, snapshot, storage
@@ -110,8 +111,8 @@ def test_two_runs_restore_one_save_at_once_under_names_of_their_own(libvirt_conn
         for run in users:
             copy_xml, name = savecache.session_copy(kept, run.dir / "tpl.save", xml,
                                                     run.domain_name("tpl"))
-            dxml = snapshot.retarget(copy_xml, "", "", run.dir / "console.log", free_port(),
-                                     run.id, run.owner.attrs())
+            spec = dataclasses.replace(paused_spec(run, "tpl"), name=name)
+            dxml = snapshot.restore_xml(spec, copy_xml)
             libvirt_conn.restoreFlags(str(run.dir / "tpl.save"), dxml, 0)
             restored.append(libvirt_conn.lookupByName(name))
         assert all(d.isActive() for d in restored)
