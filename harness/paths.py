@@ -128,3 +128,24 @@ def _check_parent(path: Path) -> None:
         raise UnsafeRuntimeDir(f"runtime folder {path}: its parent {path.parent} is writable "
                                "by others without the sticky bit, so anyone could swap the "
                                "folder; set HARNESS_RUNTIME to a folder in a safe place")
+
+
+def check_trusted_path(path: Path, setting: str) -> Path:
+    """`path` resolved, once no user but root and us could rename or replace it or
+    any folder above it: each is owned by root or us, and one that group or others
+    may write has the sticky bit (/tmp). Checked once, this holds for the whole run,
+    so a folder below it cannot be swapped between a check and a use."""
+    resolved = path.resolve()
+    for folder in (resolved, *resolved.parents):
+        st = os.stat(folder)
+        if st.st_uid not in (0, os.geteuid()):
+            raise UnsafeRuntimeDir(
+                f"{setting} {path}: {folder} is owned by uid {st.st_uid}, who could swap "
+                f"what is below it after the harness checked it; set {setting} to a "
+                f"folder in a place only root or uid {os.geteuid()} can change")
+        if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            raise UnsafeRuntimeDir(
+                f"{setting} {path}: {folder} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}) without the sticky bit, so anyone could "
+                f"swap what is below it; set {setting} to a folder in a safe place")
+    return resolved

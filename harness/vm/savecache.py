@@ -40,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import struct
 import time
 import uuid
@@ -52,7 +53,7 @@ import libvirt
 
 from harness import settings
 from harness.log import log
-from harness.paths import REPO, cache_dir, private_mkdir
+from harness.paths import REPO, cache_dir, check_trusted_path, private_mkdir
 from harness.seed.base import Media
 from harness.seed.keys import KeyPair
 from harness.vm import storage
@@ -171,6 +172,23 @@ def _flock(path: Path, mode: int) -> int | None:
     return fd
 
 
+def _set_aside_if_foreign(root: Path) -> None:
+    """A save folder another user owns (a cache handed between users, as a CI cache
+    restored under another uid) is rebuilt, not trusted and not chowned: anything in
+    it may be theirs. It is renamed aside, never read or deleted, and a new one made."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid == os.geteuid():
+        return  # ours, or a symlink or a file: private_mkdir refuses those
+    aside = root.with_name(f"{root.name}.uid{st.st_uid}.{int(time.time())}")
+    root.rename(aside)
+    log.warning("saves: %s was owned by uid %d, not by this process (uid %d): rebuilt "
+                "(the old folder is set aside as %s, never read; remove it when done)",
+                root, st.st_uid, os.geteuid(), aside)
+
+
 class SaveCache:
     """The warm cache on one libvirt connection; `close()` releases its locks."""
 
@@ -178,7 +196,10 @@ class SaveCache:
         self.conn = conn
         root = root or cache_dir() / "saves"
         root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Keys and memory images go in here: a plain folder of ours nobody else can write.
+        # Keys and memory images go in here: a plain folder of ours nobody else can write,
+        # below folders nobody else can change (so it cannot be swapped once checked).
+        root = check_trusted_path(root.parent, "HARNESS_CACHE") / root.name
+        _set_aside_if_foreign(root)
         self.root = private_mkdir(root, 0o700, "HARNESS_CACHE")
         self._use: dict[str, int] = {}
         # The pool is shared by every cache folder on the host (users, CI jobs, tests):

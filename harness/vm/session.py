@@ -17,7 +17,7 @@ import libvirt
 from harness import catalog, images, settings
 from harness.images import LocalImage, fetch
 from harness.log import log
-from harness.paths import REPO
+from harness.paths import REPO, UnsafeRuntimeDir
 from harness.vm import accel, remote, runs, savecache, snapshot
 from harness.vm.machine import KernelBoot, Machine, Recipe
 
@@ -114,9 +114,18 @@ class Session:
             self.conn.close()
             raise SessionError(f"cannot start a run: {e}") from None
         self.templates = snapshot.Templates(
-            self.conn, savecache.SaveCache(self.conn), self.run) if self.options.saves else None
+            self.conn, self._save_cache(), self.run) if self.options.saves else None
         log.info("harness: run %s (%s)", self.run.id, self.run.dir)
         return self
+
+    def _save_cache(self) -> savecache.SaveCache | None:
+        """The warm cache; in a place another user could change it is not used (one
+        line says so): machines are then saved for this run only."""
+        try:
+            return savecache.SaveCache(self.conn)
+        except UnsafeRuntimeDir as e:
+            log.warning("saves: the warm cache is not used this run: %s", e)
+            return None
 
     def close(self) -> None:
         """Remove every machine and save of this run; safe to call twice. One failure
