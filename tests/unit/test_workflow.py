@@ -2,6 +2,7 @@
 vendored copy, read offline), and wired to the catalog's job list."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -81,3 +82,58 @@ def test_results_and_report_are_uploaded_even_after_failures():
     assert uploads and all(s.get("if") == "always()" for s in uploads)
     assert "always()" in jobs["report"]["if"]
     assert any("harness report" in s.get("run", "") for s in jobs["report"]["steps"])
+
+
+# -- the system it runs on, and the cache between nights (issue 31, item 1) -------------
+
+RELEASE = "debian:bookworm"  # the release make deps names its packages for
+
+
+def _debs() -> list[str]:
+    """The Debian packages `make deps` installs, and those the workflow's own
+    bootstrap steps install before it."""
+    text = (REPO / "Makefile").read_text()
+    block = re.search(r"^DEBS := ((?:.*\\\n)*.*)$", text, re.M)
+    names = block[1].replace("\\\n", " ").split()
+    for job in _workflow()["jobs"].values():
+        for step in job["steps"]:
+            for line in step.get("run", "").splitlines():
+                if "apt-get install" in line:
+                    names += [w for w in line.split("apt-get install", 1)[1].split()
+                              if not w.startswith("-")]
+    return names
+
+
+def test_every_job_runs_in_the_debian_release_make_deps_is_written_for():
+    for name, job in _workflow()["jobs"].items():
+        container = job.get("container")
+        image = container if isinstance(container, str) else (container or {}).get("image")
+        assert image == RELEASE, f"job {name} runs on {image or job['runs-on']}, not {RELEASE}"
+        assert not any("sudo " in s.get("run", "") for s in job["steps"]), \
+            f"job {name} uses sudo: the container runs as root and has none"
+
+
+def test_every_package_the_jobs_install_exists_in_that_release():
+    """Checked against this host's bookworm package lists (apt-cache, offline)."""
+    if "VERSION_CODENAME=bookworm" not in Path("/etc/os-release").read_text():
+        pytest.skip("this host is not Debian bookworm: its package lists cannot say")
+    names = set(_debs())
+    # One call; apt-cache says nothing (and exits 0) for a name it does not know.
+    shown = subprocess.run(["apt-cache", "show", "--no-all-versions", *sorted(names)],
+                           capture_output=True, text=True, check=False).stdout
+    found = set(re.findall(r"^Package: (\S+)$", shown, re.M))
+    assert names <= found, f"not packages of Debian bookworm: {sorted(names - found)}"
+
+
+def test_the_distro_job_gets_the_hosts_kvm_and_may_run_libvirtd():
+    options = _workflow()["jobs"]["distro"]["container"].get("options", "")
+    assert "--privileged" in options or "--device /dev/kvm" in options
+
+
+def test_the_cache_stays_roots_and_is_never_handed_to_another_user():
+    data = _workflow()
+    cache = data["env"]["HARNESS_CACHE"]
+    assert cache.startswith("/") and "github.workspace" not in cache
+    for job in data["jobs"].values():
+        for step in job["steps"]:
+            assert "chown" not in step.get("run", ""), step.get("name")
