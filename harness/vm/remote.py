@@ -102,8 +102,42 @@ def parse(uri: str) -> Hypervisor | None:
     keyfile = Path(params["keyfile"]).expanduser() if params.get("keyfile") else None
     known = (Path(params["known_hosts"]).expanduser(),) if params.get("known_hosts") else \
         tuple(p.expanduser() for p in OPENSSH_KNOWN_HOSTS)
-    return Hypervisor(uri, parts.hostname, parts.port or 22, parts.username or getpass.getuser(),
+    try:
+        port = parts.port or 22
+    except ValueError:  # urllib's "Port out of range 0-65535", or not a number
+        raise RemoteError(f"--libvirt-uri {uri}: the port is not a TCP port (1-65535); "
+                          "give the hypervisor's SSH port, or none for 22") from None
+    host_keys(known)  # a known_hosts the harness cannot read is said now, with its line
+    return Hypervisor(uri, parts.hostname, port, parts.username or getpass.getuser(),
                       keyfile, known)
+
+
+def host_keys(paths: tuple[Path, ...]) -> paramiko.HostKeys:
+    """The host keys OpenSSH known_hosts files trust, read as paramiko cannot: a key
+    marked @revoked is never trusted (wherever else it is listed) and @cert-authority
+    lines are skipped (the harness checks no host certificates, so a host known only
+    through one is refused as unknown). A line it cannot read is a RemoteError."""
+    lines = [(path, number, line.strip()) for path in paths if path.is_file()
+             for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)]
+    lines = [(path, n, line) for path, n, line in lines if line and not line.startswith("#")]
+    revoked = {tuple(line.split()[2:4]) for _, _, line in lines if line.startswith("@revoked ")}
+    keys = paramiko.HostKeys()
+    for path, number, line in lines:
+        if line.startswith("@"):
+            if line.split()[0] not in ("@revoked", "@cert-authority"):
+                raise RemoteError(f"{path} line {number}: unknown marker {line.split()[0]!r} "
+                                  "(OpenSSH knows @revoked and @cert-authority); fix the line")
+            continue
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(line, number)
+        except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError) as e:
+            raise RemoteError(f"{path} line {number}: not a known_hosts line the harness can "
+                              f"read ({e}); fix or remove it") from None
+        if entry is None or (entry.key.get_name(), entry.key.get_base64()) in revoked:
+            continue  # a key type paramiko does not know, or a revoked key
+        for name in entry.hostnames:
+            keys.add(name, entry.key.get_name(), entry.key)
+    return keys
 
 
 class _Refuse(paramiko.MissingHostKeyPolicy):
@@ -128,9 +162,9 @@ class Jump:
 
     def _connect(self, timeout: float) -> paramiko.SSHClient:
         client = paramiko.SSHClient()
-        for path in self.hv.known_hosts:
-            if path.is_file():
-                client.load_host_keys(str(path))
+        for name, by_type in host_keys(self.hv.known_hosts).items():
+            for kind, key in by_type.items():
+                client.get_host_keys().add(name, kind, key)
         client.set_missing_host_key_policy(_Refuse(self.hv))
         try:
             client.connect(self.hv.host, self.hv.port, self.hv.user,
