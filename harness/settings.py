@@ -54,6 +54,25 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _at_most(parse: Callable[[str], float], high: float, unit: str) -> Callable[[str], float]:
+    """`parse` with an upper bound: a huge value (1e308) would pass as a number and
+    overflow later, in a sleep or a socket timeout, far from the setting."""
+    def bounded(text: str) -> float:
+        value = parse(text)
+        if value > high:
+            raise ValueError(f"must be at most {high:g} {unit}")
+        return value
+    return bounded
+
+
+def _absolute_path(text: str) -> Path:
+    path = _path(text)
+    if not path.is_absolute():
+        raise ValueError("must be an absolute path (a relative one would depend on the "
+                         "folder the harness is started from); use an absolute path")
+    return path
+
+
 def _flag(text: str) -> bool:
     if text not in ("0", "1"):
         raise ValueError("must be 0 or 1")
@@ -74,22 +93,27 @@ def _word(text: str) -> str:
 
 SETTINGS = {s.name: s for s in (
     Setting("HARNESS_DISTRO", _word, "refos", "the default --distro"),
-    Setting("HARNESS_CACHE", _path, None, "image and save cache (default: XDG cache)"),
+    Setting("HARNESS_CACHE", _absolute_path, None, "image and save cache (default: XDG cache)"),
     Setting("HARNESS_RUNTIME", _path, None, "per-run files (default: XDG runtime dir)"),
-    Setting("HARNESS_TIMEOUT_SCALE", _positive_float, 1.0,
+    Setting("HARNESS_TIMEOUT_SCALE", _at_most(_positive_float, 100, "times"), 1.0,
             "multiplies every timeout (a slow CI host)"),
-    Setting("HARNESS_FETCH_ATTEMPTS", _positive_int, 5, "download attempts per URL"),
-    Setting("HARNESS_FETCH_BACKOFF", _non_negative_float, 1.0, "first retry delay, seconds"),
-    Setting("HARNESS_FETCH_MAX_BACKOFF", _non_negative_float, 30.0, "longest retry delay"),
-    Setting("HARNESS_FETCH_CONNECT_TIMEOUT", _positive_float, 10.0, "seconds to connect"),
-    Setting("HARNESS_FETCH_READ_TIMEOUT", _positive_float, 60.0, "seconds between bytes"),
+    Setting("HARNESS_FETCH_ATTEMPTS", _at_most(_positive_int, 100, "attempts"),
+            5, "download attempts per URL"),
+    Setting("HARNESS_FETCH_BACKOFF", _at_most(_non_negative_float, 3600, "seconds"),
+            1.0, "first retry delay, seconds"),
+    Setting("HARNESS_FETCH_MAX_BACKOFF", _at_most(_non_negative_float, 3600, "seconds"),
+            30.0, "longest retry delay"),
+    Setting("HARNESS_FETCH_CONNECT_TIMEOUT", _at_most(_positive_float, 3600, "seconds"),
+            10.0, "seconds to connect"),
+    Setting("HARNESS_FETCH_READ_TIMEOUT", _at_most(_positive_float, 3600, "seconds"),
+            60.0, "seconds between bytes"),
     Setting("HARNESS_MIRRORS", str, "",
             "HOST=URL mirrors of catalog hosts, separated by commas or spaces"),
     Setting("HARNESS_ALLOW_INSECURE_HTTP", _flag, False,
             "1 accepts a digest read over plain HTTP (logged each time)"),
-    Setting("HARNESS_IMAGE_MAX_MIB", _positive_int, 32768,
+    Setting("HARNESS_IMAGE_MAX_MIB", _at_most(_positive_int, 2**22, "MiB (4 TiB)"), 32768,
             "the largest image an archive may unpack to, in MiB"),
-    Setting("HARNESS_SAVE_CACHE_MAX_MIB", _non_negative_int, 8192,
+    Setting("HARNESS_SAVE_CACHE_MAX_MIB", _at_most(_non_negative_int, 2**22, "MiB (4 TiB)"), 8192,
             "MiB of saved machines kept across runs (least recently used go first); "
             "0 keeps none"),
     Setting("HARNESS_BENCH_DISTRO", _word, "refos", "the distro `make bench` boots"),
@@ -115,11 +139,32 @@ def get(name: str):
 
 def check() -> None:
     """Read every HARNESS_* variable once; refuse unknown names and bad values."""
+    images = []
     for name in sorted(os.environ):
         if not name.startswith("HARNESS_"):
             continue
         if name in SETTINGS:
             get(name)
-        elif not name.startswith(IMAGE_PREFIX) and name not in INTERNAL:
+        elif name.startswith(IMAGE_PREFIX):
+            images.append(name)
+        elif name not in INTERNAL:
             known = ", ".join([*SETTINGS, IMAGE_PREFIX + "<DISTRO>"])
             raise SettingError(f"{name} is not a harness setting; known: {known}")
+    _check_image_vars(images)
+
+
+def _check_image_vars(names: list[str]) -> None:
+    """HARNESS_IMAGE_<DISTRO> must name a catalog distro: a typo would be ignored, and
+    the image downloaded instead of the file given."""
+    from harness import catalog
+    from harness.images import env_var
+
+    try:
+        known = {env_var(d) for d in catalog.load().values()}
+    except catalog.CatalogError:
+        return  # said by whatever reads the catalog next
+    for name in names:
+        if name not in known:
+            raise SettingError(
+                f"{name} names no distro of the catalog ({name[len(IMAGE_PREFIX):]!r}); "
+                f"known: {', '.join(sorted(known))}")

@@ -117,6 +117,7 @@ class Distro:
 
 NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # also a folder and a volume name
 ENV = re.compile(r"HARNESS_IMAGE_[A-Z0-9_]+")
+MAX_EXTENDS = 16  # a longer chain is a mistake (and would exhaust Python's recursion)
 
 
 def load(path: Path = CATALOG) -> dict[str, Distro]:
@@ -145,6 +146,13 @@ def _extended(data: dict, name: str, where: str, seen: tuple[str, ...] = ()) -> 
     if not isinstance(entry, dict) or "extends" not in entry:
         return entry
     base = entry["extends"]
+    if not isinstance(base, str):
+        raise CatalogError(f"{where}: field 'extends' is {base!r}: it names one entry, as "
+                           "a string (extends = \"other\")")
+    if len(seen) >= MAX_EXTENDS:
+        raise CatalogError(f"{where}: field 'extends' starts a chain deeper than "
+                           f"{MAX_EXTENDS} entries ({' -> '.join((*seen[:3], '...', name))}); "
+                           "extend the base entry directly")
     if base not in data or base in (*seen, name):
         raise CatalogError(f"{where}: field 'extends' names {base!r}, which is "
                            + ("part of a loop" if base in data else "not an entry"))
