@@ -3,6 +3,7 @@ runtime directory for what a run creates and must remove again."""
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from harness import settings
@@ -149,3 +150,18 @@ def check_trusted_path(path: Path, setting: str) -> Path:
                 f"{stat.S_IMODE(st.st_mode):04o}) without the sticky bit, so anyone could "
                 f"swap what is below it; set {setting} to a folder in a safe place")
     return resolved
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `path` as a new file renamed over the old name: a symlink or hard link
+    planted at that name (in an artifacts folder others can write) is replaced, never
+    written through."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

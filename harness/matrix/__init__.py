@@ -23,7 +23,7 @@ from xml.etree import ElementTree as ET
 
 from harness import catalog
 from harness.log import log
-from harness.paths import REPO
+from harness.paths import REPO, replace_file
 from harness.signals import wait_interruptibly
 
 QEMU_OVERHEAD_MIB = 256  # per VM beyond its RAM: QEMU itself, firmware, TCG's code cache
@@ -252,7 +252,7 @@ def _one(job: Job, opts: Options, hosts: Hosts, resolve: Callable[[str], None]) 
                 status = _pytest(job, opts, uri, folder)
             finally:
                 hosts.release(uri, need)
-    (folder / "status.json").write_text(json.dumps(status, indent=2) + "\n")
+    replace_file(folder / "status.json", json.dumps(status, indent=2) + "\n")
     log.info("matrix: %s: %s", job.distro, _describe(status))
     return status
 

@@ -14,6 +14,7 @@ import shutil
 import urllib.parse
 from pathlib import Path
 
+from harness.paths import replace_file
 from harness.vm import console
 
 CHECKS = (*console.BY_NAME, "failed-units")
@@ -54,10 +55,10 @@ def keep(machine, dest: Path) -> Path:
     for name in ("console.log", "domain.xml"):
         if (machine.dir / name).exists():
             shutil.copy(machine.dir / name, dest / name)
-    (dest / "timings.json").write_text(json.dumps(machine.timings, indent=2) + "\n")
+    replace_file(dest / "timings.json", json.dumps(machine.timings, indent=2) + "\n")
     template = machine.template or machine
     boot = {"machine": template.name, "timings": machine.boot_timings}
-    (dest / "boot.json").write_text(json.dumps(boot, indent=2) + "\n")
+    replace_file(dest / "boot.json", json.dumps(boot, indent=2) + "\n")
     return dest
 
 
@@ -75,7 +76,7 @@ def save(machine, dest: Path, journal: bool) -> Path:
             text = machine.run("journalctl -b --no-pager -o short-monotonic").stdout
         except Exception as e:  # the guest may be the reason the test failed
             text = f"journal not fetched: {e}\n"
-        (dest / "journal.txt").write_text(text)
+        replace_file(dest / "journal.txt", text)
     return dest
 
 

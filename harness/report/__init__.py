@@ -17,6 +17,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from harness import catalog
+from harness.paths import replace_file
 from harness.report.facts import Value, from_json
 from harness.vm import readiness
 
@@ -551,6 +552,6 @@ def write(artifacts: Path, out_dir: Path | None = None) -> tuple[Path, Path]:
     runs = load(artifacts)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     md, page_path = out_dir / "report.md", out_dir / "report.html"
-    md.write_text(markdown(runs, generated))
-    page_path.write_text(page(runs, generated))
+    replace_file(md, markdown(runs, generated))  # never through a planted symlink
+    replace_file(page_path, page(runs, generated))
     return md, page_path

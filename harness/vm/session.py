@@ -17,7 +17,7 @@ import libvirt
 from harness import catalog, images, settings
 from harness.images import LocalImage, fetch
 from harness.log import log
-from harness.paths import REPO, UnsafeRuntimeDir
+from harness.paths import REPO, UnsafeRuntimeDir, replace_file
 from harness.vm import accel, remote, runs, savecache, snapshot
 from harness.vm.machine import KernelBoot, Machine, Recipe
 
@@ -72,7 +72,7 @@ class Images:
         """The concrete image (version, digest, source) is part of the run's record."""
         record = self.options.artifacts / distro.name / "image.json"
         record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps(image.record(), indent=2) + "\n")
+        replace_file(record, json.dumps(image.record(), indent=2) + "\n")
 
 
 class Session:
