@@ -48,14 +48,16 @@ def runtime_dir() -> Path:
     $XDG_RUNTIME_DIR/container-os-harness, else /tmp/container-os-harness-<uid>.
 
     Created with RUNTIME_MODE if missing; used only if it is a real folder (not a
-    symlink) owned by us that nobody else can write, and whose parent nobody else
-    can rename it in (sticky /tmp is fine). Otherwise UnsafeRuntimeDir."""
+    symlink) owned by us that nobody else can write, below folders nobody but root
+    and us can change (sticky /tmp is fine), made by the harness (its marker).
+    Otherwise UnsafeRuntimeDir."""
     path = _runtime_candidate()
     if not path.is_absolute():
         raise UnsafeRuntimeDir(f"runtime folder {path}: not an absolute path; "
                                "set HARNESS_RUNTIME to an absolute path")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _check_parent(path)
+    # Nobody but root and us can rename a folder above it, so checked once it stays.
+    path = check_trusted_path(path.parent, "HARNESS_RUNTIME") / path.name
     try:
         path.mkdir(mode=RUNTIME_MODE)
         _mark(path)
@@ -121,14 +123,6 @@ def check_private_dir(path: Path, setting: str = "HARNESS_RUNTIME") -> None:
         raise UnsafeRuntimeDir(f"folder {path} is writable by group or others "
                                f"(mode {stat.S_IMODE(st.st_mode):04o}): refusing it; "
                                f"chmod 711 it, or {fix}")
-
-
-def _check_parent(path: Path) -> None:
-    st = os.stat(path.parent)
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise UnsafeRuntimeDir(f"runtime folder {path}: its parent {path.parent} is writable "
-                               "by others without the sticky bit, so anyone could swap the "
-                               "folder; set HARNESS_RUNTIME to a folder in a safe place")
 
 
 def check_trusted_path(path: Path, setting: str) -> Path:

@@ -97,3 +97,14 @@ def test_other_users_cannot_list_run_ids(runtime, libvirt_conn):
         assert not other_user_can(lambda: os.listdir(run.dir))
     finally:
         runs.sweep(libvirt_conn, finished=frozenset({run.id}))
+
+
+def test_runtime_dir_below_another_users_folder_is_refused(shared_tmp, monkeypatch):
+    """Its owner could rename the runtime folder away after the check and put their own
+    in its place (issue 31, item 7's cause, for the runtime folder)."""
+    theirs = shared_tmp / "theirs"
+    theirs.mkdir(mode=0o755)
+    os.chown(theirs, NOBODY, NOBODY)
+    monkeypatch.setenv("HARNESS_RUNTIME", str(theirs / "runtime"))
+    with pytest.raises(paths.UnsafeRuntimeDir, match=f"{theirs} is owned by uid {NOBODY}"):
+        paths.runtime_dir()
