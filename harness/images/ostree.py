@@ -21,17 +21,21 @@ import subprocess
 import uuid
 from pathlib import Path
 
-from harness.images.build import (
+from harness.images.steps import (
     ESP_TYPE,
     LINUX_TYPE,
-    MIB,
     RECIPE,
     BuildError,
-    _one,
-    _remove_tree,
-    _run,
-    _set_release,
+    Partition,
+    esp_image,
+    ext4_at,
+    gpt_disk,
     install_debs,
+    one,
+    qcow2,
+    remove_tree,
+    run,
+    set_release,
 )
 from harness.log import step
 
@@ -58,13 +62,13 @@ def build_disk(out: Path, tree: Path, variant: dict, version: str, build_id: str
         with step("refos-ostree: OSTree layout, commit, deploy", "image"):
             _ostree_layout(tree, var)
             _deploy(tree, sysroot, var, variant["kargs"], version, boot_uuid)
-        _remove_tree(tree)
+        remove_tree(tree)
         with step(f"disk refos-ostree.qcow2 (version {version})", "image"):
             _disk(work, sysroot, esp_efi, variant["disk"], boot_uuid,
                   out / "refos-ostree.qcow2")
     finally:
         _mutable(sysroot)
-    _remove_tree(work)
+    remove_tree(work)
 
 
 def _mutable(sysroot: Path) -> None:
@@ -74,18 +78,18 @@ def _mutable(sysroot: Path) -> None:
     deployments = sorted(sysroot.glob("ostree/deploy/*/deploy/*.[0-9]*"))
     dirs = [str(d) for d in deployments if d.is_dir() and not d.is_symlink()]
     if dirs:
-        _run("chattr", "-i", *dirs)
+        run("chattr", "-i", *dirs)
 
 
 def _prepare_tree(tree: Path, debs: Path, variant: dict, version: str,
                   build_id: str) -> None:
     """Packages in, refos's A/B machinery out, the GRUB scripts OSTree needs on."""
-    _run("cp", "-a", str(RECIPE / "overlay-ostree") + "/.", str(tree))
+    run("cp", "-a", str(RECIPE / "overlay-ostree") + "/.", str(tree))
     install_debs(tree, debs, variant["remove"])
     shutil.rmtree(debs)
     # The A/B slot tools and boot assessment do not apply: OSTree deploys instead.
-    _run("chroot", str(tree), "systemctl", "disable", "refos-health.service",
-         stderr=subprocess.DEVNULL)
+    run("chroot", str(tree), "systemctl", "disable", "refos-health.service",
+        stderr=subprocess.DEVNULL)
     for name in ("refos-update", "refos-rollback", "refos-status"):
         (tree / "usr/sbin" / name).unlink()
     shutil.rmtree(tree / "usr/lib/refos")
@@ -95,14 +99,14 @@ def _prepare_tree(tree: Path, debs: Path, variant: dict, version: str,
     for script in (tree / "etc/grub.d").iterdir():
         if script.name not in ("00_header", "15_ostree"):
             script.chmod(0o644)
-    _set_release(tree, version, build_id, "ostree")
+    set_release(tree, version, build_id, "ostree")
 
 
 def _grub_efi(tree: Path, dest: Path) -> None:
     """A standalone GRUB (every module in its memdisk) with the early config embedded."""
-    _run("chroot", str(tree), "grub-mkstandalone", "-O", "x86_64-efi",
-         "-o", "/tmp/BOOTX64.EFI", "--locales=", "--fonts=", "--themes=",
-         "boot/grub/grub.cfg=/usr/lib/refos-ostree/grub-early.cfg")
+    run("chroot", str(tree), "grub-mkstandalone", "-O", "x86_64-efi",
+        "-o", "/tmp/BOOTX64.EFI", "--locales=", "--fonts=", "--themes=",
+        "boot/grub/grub.cfg=/usr/lib/refos-ostree/grub-early.cfg")
     shutil.move(tree / "tmp/BOOTX64.EFI", dest)
 
 
@@ -110,11 +114,11 @@ def _ostree_layout(tree: Path, var: Path) -> None:
     """Rearrange the tree as OSTree commits it; the tree's /var moves to `var`, which
     becomes the stateroot's shared /var (so the first boot finds dpkg's and Docker's
     directories as refos does)."""
-    kernel = _one(tree / "boot", "vmlinuz-*")
+    kernel = one(tree / "boot", "vmlinuz-*")
     kver = kernel.name.removeprefix("vmlinuz-")
     modules = tree / "usr/lib/modules" / kver
     shutil.move(kernel, modules / "vmlinuz")
-    shutil.move(_one(tree / "boot", "initrd.img-*"), modules / "initramfs.img")
+    shutil.move(one(tree / "boot", "initrd.img-*"), modules / "initramfs.img")
     _clear(tree / "boot")
     shutil.move(tree / "etc", tree / "usr/etc")
     shutil.move(tree / "var", var)
@@ -139,13 +143,13 @@ def _clear(directory: Path) -> None:
     """Empty a directory of the tree (device nodes and the like cannot be committed)."""
     for child in directory.iterdir():
         if child.is_dir() and not child.is_symlink():
-            _remove_tree(child)
+            remove_tree(child)
         else:
             child.unlink()
 
 
 def _ostree(*args: str) -> None:
-    _run("ostree", *args, stdout=subprocess.DEVNULL)
+    run("ostree", *args, stdout=subprocess.DEVNULL)
 
 
 def _deploy(tree: Path, sysroot: Path, var: Path, kargs: list[str], version: str,
@@ -163,7 +167,7 @@ def _deploy(tree: Path, sysroot: Path, var: Path, kargs: list[str], version: str
     _ostree("admin", "deploy", f"--sysroot={sysroot}", f"--os={OSNAME}",
             *(f"--karg={k}" for k in kargs), REF)
     stateroot_var = sysroot / "ostree/deploy" / OSNAME / "var"
-    _remove_tree(stateroot_var)
+    remove_tree(stateroot_var)
     shutil.move(var, stateroot_var)
     # From now on `ostree admin deploy` in the guest runs grub-mkconfig; /sysroot is
     # mounted read-only by ostree-prepare-root.
@@ -180,8 +184,8 @@ def _grub_menu(sysroot: Path, boot_uuid: str) -> None:
     bootversion = loader.readlink().name.removeprefix("loader.")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "GRUB2_BOOT_DEVICE_ID": boot_uuid,
            "GRUB2_PREPARE_ROOT_CACHE": f"search --no-floppy --fs-uuid --set=root {boot_uuid}"}
-    entries = _run("ostree", "admin", "instutil", "grub2-generate", f"--sysroot={sysroot}",
-                   bootversion, env=env, capture_output=True, text=True).stdout
+    entries = run("ostree", "admin", "instutil", "grub2-generate", f"--sysroot={sysroot}",
+                  bootversion, env=env, capture_output=True, text=True).stdout
     if "menuentry" not in entries:
         raise BuildError(f"ostree admin instutil grub2-generate wrote no menu entry:\n{entries}")
     # The entries call load_video, which 00_header defines.
@@ -200,24 +204,11 @@ def _disk(work: Path, sysroot: Path, esp_efi: Path, sizes: dict, boot_uuid: str,
     shutil.move(sysroot / "boot", boot)
     (sysroot / "boot").mkdir()
     esp = work / "esp.img"
-    _run("mkfs.vfat", "-F", "32", "-n", "ESP", "-C", str(esp), str(sizes["esp"] * 1024),
-         stdout=subprocess.DEVNULL)
-    _run("mmd", "-i", str(esp), "::/EFI", "::/EFI/BOOT")
-    _run("mcopy", "-i", str(esp), str(esp_efi), "::/EFI/BOOT/BOOTX64.EFI")
-    parts = [("ESP", ESP_TYPE, sizes["esp"]), ("boot", LINUX_TYPE, sizes["boot"]),
-             ("root", ROOT_TYPE, sizes["root"])]
+    esp_image(esp, sizes["esp"], {"EFI/BOOT/BOOTX64.EFI": esp_efi})
     raw = work / "disk.raw"
-    with open(raw, "wb") as f:
-        f.truncate((1 + sum(p[2] for p in parts) + 1) * MIB)
-    script = "label: gpt\nunit: sectors\n" + "".join(
-        f'size={size * 2048}, type={ptype}, name="{label}"\n' for label, ptype, size in parts)
-    _run("sfdisk", "--quiet", str(raw), input=script.encode())
-    _run("dd", f"if={esp}", f"of={raw}", "bs=1M", "seek=1", "conv=notrunc,sparse",
-         "status=none")
-    offset = 1 + sizes["esp"]
-    for label, directory, size, extra in (("boot", boot, sizes["boot"], ["-U", boot_uuid]),
-                                          ("root", sysroot, sizes["root"], [])):
-        _run("mke2fs", "-q", "-t", "ext4", "-L", label, *extra, "-d", str(directory), "-F",
-             "-E", f"offset={offset * MIB}", str(raw), f"{size}M")
-        offset += size
-    _run("qemu-img", "convert", "-O", "qcow2", str(raw), str(dest))
+    offsets = gpt_disk(raw, [Partition("ESP", ESP_TYPE, sizes["esp"], esp),
+                             Partition("boot", LINUX_TYPE, sizes["boot"]),
+                             Partition("root", ROOT_TYPE, sizes["root"])])
+    ext4_at(raw, offsets[1], sizes["boot"], "boot", boot, ("-U", boot_uuid))
+    ext4_at(raw, offsets[2], sizes["root"], "root", sysroot)
+    qcow2(raw, dest)

@@ -25,11 +25,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from harness.images import build as refos
+from harness.images import steps
 from harness.log import step
 
-SNAPS = refos.RECIPE / "snap"
-OVERLAY = refos.RECIPE / "overlay-snap"
+SNAPS = steps.RECIPE / "snap"
+OVERLAY = steps.RECIPE / "overlay-snap"
 BUILD_DIR = "/run/refos-snap-build"  # inside the tree; removed before the disk is made
 SNAP_DIR = "/usr/lib/refos/snaps"  # where the image carries the packed snaps
 # Debian's Docker binaries the docker snap carries (docker.io, containerd, runc, tini).
@@ -74,33 +74,33 @@ def build_disk(out: Path, tree: Path, recipe: dict, build_id: str,
     with step("refos-snap: snapd in, Debian's Docker out", "image"):
         # No autoremove: iptables stays, and the host's /etc/alternatives is what the
         # snap sees too (snap-confine binds /etc).
-        refos.install_debs(tree, debs, variant["remove"], autoremove=False)
+        steps.install_debs(tree, debs, variant["remove"], autoremove=False)
     with step("refos-snap: wait for the base snap's mmdebstrap", "image"):
         base.result()
-    refos._run("mv", str(out / "core22"), str(work / "core22"))
+    steps.run("mv", str(out / "core22"), str(work / "core22"))
     _stage(SNAPS / "snapd", work / "snapd", _version(tree, "snapd"))
-    refos._run("dpkg-deb", "-x", str(refos._one(debs, "snapd_*.deb")), str(work / "snapd"))
+    steps.run("dpkg-deb", "-x", str(steps.one(debs, "snapd_*.deb")), str(work / "snapd"))
     (tree / SNAP_DIR.lstrip("/")).mkdir(parents=True)
     for name in ("snapd", "core22", "docker"):
         with step(f"refos-snap: snap pack {name}", "image"):
-            refos._chroot(tree, f"snap pack --compression={variant['compression']} "
-                                f"{BUILD_DIR}/{name} --filename={SNAP_DIR}/{name}.snap")
-    refos._remove_tree(work)
-    refos._run("cp", "-a", str(OVERLAY) + "/.", str(tree))
-    refos._run("chroot", str(tree), "systemctl", "enable", "refos-snaps.service",
-               stdout=subprocess.DEVNULL)
+            steps.chroot(tree, f"snap pack --compression={variant['compression']} "
+                               f"{BUILD_DIR}/{name} --filename={SNAP_DIR}/{name}.snap")
+    steps.remove_tree(work)
+    steps.run("cp", "-a", str(OVERLAY) + "/.", str(tree))
+    steps.run("chroot", str(tree), "systemctl", "enable", "refos-snaps.service",
+              stdout=subprocess.DEVNULL)
     version = recipe["versions"]["base"]
-    refos._set_release(tree, version, build_id, "snap")
+    steps.set_release(tree, version, build_id, "snap")
     with step(f"disk refos-snap.qcow2 (version {version})", "image"):
-        refos._disk(out, tree, "refos-snap", recipe["disk"], version, boot)
-    refos._remove_tree(tree)
+        steps.ab_disk(out, tree, "refos-snap", recipe["disk"], version, boot)
+    steps.remove_tree(tree)
     shutil.rmtree(debs)
 
 
 def _version(tree: Path, package: str) -> str:
     """The Debian version of `package` in `tree`: the snap's version."""
-    return refos._run("chroot", str(tree), "dpkg-query", "-W", "-f=${Version}", package,
-                      capture_output=True, text=True).stdout.strip()
+    return steps.run("chroot", str(tree), "dpkg-query", "-W", "-f=${Version}", package,
+                     capture_output=True, text=True).stdout.strip()
 
 
 def _stage(source: Path, dest: Path, version: str) -> None:
@@ -120,7 +120,7 @@ def _base(dest: Path, suite: str, packages: list[str]) -> None:
         "rm -rf var/lib/apt/lists/* var/cache/apt/* usr/share/doc/* usr/share/man/* "
         "usr/share/info/* usr/share/locale/* usr/share/perl usr/lib/x86_64-linux-gnu/perl",
     ])
-    refos._run("mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages),
-               "--components=main", f"--customize-hook={hook}", suite, str(dest),
-               stdout=subprocess.DEVNULL)
+    steps.run("mmdebstrap", "--variant=minbase", "--include=" + ",".join(packages),
+              "--components=main", f"--customize-hook={hook}", suite, str(dest),
+              stdout=subprocess.DEVNULL)
     _stage(SNAPS / "core22", dest, (dest / "etc/debian_version").read_text().strip())
