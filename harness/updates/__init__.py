@@ -8,6 +8,7 @@ mechanism needs (`PreconditionMissing`), or the vendor's server could not be
 reached (`NeedsNetwork`). Only the last one is about the network."""
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -97,6 +98,22 @@ def classify_failure(output: str, what: str) -> NotStaged:
     return Refused(f"{what}\n{output}")
 
 
+def run_update(machine, cmd: str, what: str, timeout: float | None = None,
+               classify: Callable[[str, str], NotStaged] = classify_failure,
+               precondition: Callable[[str], str] = lambda output: "") -> str:
+    """Run an update command in the guest and return its stdout; when it fails, raise
+    the outcome its output shows: PreconditionMissing where `precondition` names what
+    the guest lacks, else what `classify` makes of it (`classify_failure` by default).
+    `what` starts every message (the distro, then the step)."""
+    result = machine.run(cmd, timeout)
+    if result.status == 0:
+        return result.stdout
+    output = result.describe(cmd)
+    if missing := precondition(output):
+        raise PreconditionMissing(f"{what}: {missing}\n{output}")
+    raise classify(output, what)
+
+
 class NetworkUpdater:
     """Base of the adapters whose `stage` downloads from the vendor: the guest
     never reaches a network, so the rollback suite skips them with `offline_reason`."""
@@ -113,16 +130,9 @@ class NetworkUpdater:
         return f"{self.distro.name}: {why}; the guest has no network (restrict=on)"
 
     def _staged(self, machine, cmd: str, timeout: float | None = None) -> str:
-        """Run the documented update command; a failure becomes the outcome its
-        output shows (see `classify_failure` and `_precondition`)."""
-        result = machine.run(cmd, timeout)
-        if result.status != 0:
-            output = result.describe(cmd)
-            missing = self._precondition(output)
-            if missing:
-                raise PreconditionMissing(f"{self.distro.name}: {missing}\n{output}")
-            raise classify_failure(output, f"{self.distro.name}: {self.mechanism}")
-        return result.stdout
+        """Run the documented update command (see `run_update`)."""
+        return run_update(machine, cmd, f"{self.distro.name}: {self.mechanism}", timeout,
+                          precondition=self._precondition)
 
     def _precondition(self, output: str) -> str:
         """What the guest lacks, when the tool's output says so; "" otherwise."""

@@ -80,6 +80,7 @@ from harness.updates import (
     SlotStatus,
     adapter,
     classify_failure,
+    run_update,
 )
 from harness.vm import timeouts
 
@@ -107,7 +108,6 @@ class Deployment:
     serial: int
     booted: bool
     version: str = ""
-    staged: bool = False
 
     def slot(self) -> SlotStatus:
         """The checksum names the tree, whichever deployment (serial) holds it."""
@@ -120,7 +120,7 @@ class Deployment:
 # line without the parenthesis @ v2015.6, the Version line since 81a48445, v2014.9).
 _ADMIN_LINE = re.compile(
     r"^(?P<mark>[* ]) (?P<osname>\S+) (?P<csum>[0-9a-f]+)\.(?P<serial>\d+)"
-    r"(?: \((?P<state>staged|pending|rollback)\))?$")
+    r"(?: \((?:staged|pending|rollback)\))?$")
 
 
 def parse_admin_status(text: str) -> list[Deployment]:
@@ -130,7 +130,7 @@ def parse_admin_status(text: str) -> list[Deployment]:
         m = _ADMIN_LINE.match(line)
         if m:
             found.append(Deployment(m["osname"], m["csum"], int(m["serial"]),
-                                    m["mark"] == "*", staged=m["state"] == "staged"))
+                                    m["mark"] == "*"))
         elif found and line.strip().startswith("Version:"):
             found[-1] = _with_version(found[-1], line.split(":", 1)[1].strip())
     if not found:
@@ -145,12 +145,12 @@ def _with_version(d: Deployment, version: str) -> Deployment:
 def parse_status_json(text: str) -> list[Deployment]:
     """Every deployment of `rpm-ostree status --json`, in its order. `id` is
     "osname-checksum.serial" (rust/src/deployment_utils.rs, deployment_generate_id
-    @ v2026.2); "staged" exists only in newer releases (rust/src/daemon.rs)."""
+    @ v2026.2)."""
     found = []
     for d in json.loads(text).get("deployments", []):
         serial = int(d["id"].rsplit(".", 1)[1]) if "id" in d else 0
         found.append(Deployment(d["osname"], d["checksum"], serial, bool(d.get("booted")),
-                                d.get("version") or "", bool(d.get("staged"))))
+                                d.get("version") or ""))
     if not found:
         raise ValueError("rpm-ostree status --json lists no deployment")
     return found
@@ -218,12 +218,6 @@ class Tools:
         return (f"ostree admin deploy --retain --os={shlex.quote(previous.osname)} "
                 f"{previous.checksum}")
 
-    def upgrade_command(self) -> str:
-        """The vendor's update from its remote (needs a network)."""
-        if self.rpm_ostree is None:
-            return "ostree admin upgrade"
-        return "atomic host upgrade" if self.atomic else "rpm-ostree upgrade"
-
 
 def commit_commands(base: Deployment, version: str, ref: str = REF,
                     staging: str = STAGING) -> list[str]:
@@ -253,7 +247,6 @@ def classify(output: str, what: str):
 
 
 @adapter("ostree")
-@adapter("rpm-ostree")  # the name the catalog used before this adapter served ostree alone
 class Ostree:
     mechanism = "ostree"
 
@@ -311,18 +304,6 @@ class Ostree:
         """Nothing in this family falls back by itself (see the catalog's notes)."""
         return False
 
-    def update_from_server(self, machine) -> SlotStatus:
-        """The vendor's way, for a machine with an open network: upgrade from the remote.
-        rpm-ostree refuses it on Fedora CoreOS while Zincati drives updates."""
-        tools = self.tools(machine)
-        self._run(machine, tools.upgrade_command(), "upgrade")
-        staged = next_boot(self.deployments(machine, tools))
-        if staged is None:
-            raise Refused(f"{self.distro.name}: the remote offered no update")
-        return staged.slot()
-
     def _run(self, machine, cmd: str, what: str) -> str:
-        result = machine.run(cmd, timeouts.get("ready"))
-        if result.status != 0:
-            raise classify(result.describe(cmd), f"{self.distro.name}: {what}")
-        return result.stdout
+        return run_update(machine, cmd, f"{self.distro.name}: {what}", timeouts.get("ready"),
+                          classify=classify)

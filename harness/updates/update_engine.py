@@ -42,13 +42,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from harness.updates import (
-    PreconditionMissing,
-    Refused,
-    SlotStatus,
-    adapter,
-    classify_failure,
-)
+from harness.updates import PreconditionMissing, SlotStatus, adapter
 from harness.vm import timeouts
 
 # The disk layout of both (coreos/scripts build_library/disk_layout.json @ a6824e7b and
@@ -61,7 +55,6 @@ PARTUUID = {"USR-A": "7130c94a-213a-4e5a-8e26-6cce9662f132",
             "USR-B": "e03dd35c-7c2d-4a47-b3fe-27f15780a57c"}
 USR_TYPE = "5dfbf5f4-2848-4bac-aa5e-0d9a20b745a6"
 VERITY_HASH_OFFSET = 64  # amd64 (kola verity.go getKernelVerityHashOffset)
-_PAIR = re.compile(r"\b([A-Z][A-Z_]+)=(\S*)")
 _DISK = re.compile(r"/dev/[A-Za-z0-9/_-]+")
 
 
@@ -82,27 +75,6 @@ LAYOUTS = {
 
 def other(slot: str) -> str:
     return "USR-B" if slot == "USR-A" else "USR-A"
-
-
-def parse_engine_status(text: str) -> dict[str, str]:
-    """`update_engine_client -status` stdout: KEY=VALUE lines, printed by GetStatus
-    (flatcar/update_engine src/update_engine/update_engine_client.cc @ 73826410)."""
-    fields = dict(_PAIR.findall(text))
-    if "CURRENT_OP" not in fields:
-        raise ValueError(f"update_engine_client status lacks CURRENT_OP: {text!r}")
-    return fields
-
-
-def staged_version(fields: dict[str, str]) -> str:
-    """The version update_engine staged, from its status after `-update`. That
-    command exits 0 on UPDATE_STATUS_IDLE too ("No update available",
-    CompleteUpdateSource in update_engine_client.cc), so only
-    UPDATE_STATUS_UPDATED_NEED_REBOOT means an update waits for the reboot."""
-    op = fields.get("CURRENT_OP", "")
-    if op != "UPDATE_STATUS_UPDATED_NEED_REBOOT":
-        raise Refused(f"update_engine staged no update: CURRENT_OP={op} (the Omaha "
-                      "server offered none, or was not reached)")
-    return fields.get("NEW_VERSION", "")
 
 
 def usr_slot(device: str) -> str:
@@ -248,15 +220,3 @@ class UpdateEngine:
         booted = self.status(machine).slot
         for cmd in prefer_commands(self._disk(machine), other(booted)):
             machine.succeed(cmd)
-
-    def update_from_server(self, machine) -> SlotStatus:
-        """The vendor's way, for a machine with an open network: ask the Omaha
-        server; update_engine writes the other slot."""
-        before = self.status(machine)
-        result = machine.run("update_engine_client -update", timeouts.get("ready"))
-        if result.status != 0:
-            raise classify_failure(result.describe("update_engine_client -update"),
-                                   f"{self.distro.name}: update_engine")
-        fields = parse_engine_status(machine.succeed("update_engine_client -status"))
-        return SlotStatus(other(before.slot), staged_version(fields))
-

@@ -21,44 +21,6 @@ from harness.updates import (
 )
 from harness.vm.ssh import Result
 
-# update_engine_client -status, stdout only: GetStatus prints these five lines with
-# printf("LAST_CHECKED_TIME=%" PRIi64 "\nPROGRESS=%f\nCURRENT_OP=%s\nNEW_VERSION=%s\n
-# NEW_SIZE=%" PRIi64 "\n") (flatcar/update_engine src/update_engine/update_engine_client.cc
-# @ 73826410); "Querying Update Engine status..." is a LOG(INFO) line, and logging goes to
-# stderr (FLAGS_logtostderr). An idle engine reports version "0.0.0" (kVersionZero,
-# src/update_engine/update_attempter.cc). Times, sizes and versions are examples.
-ENGINE_IDLE = """LAST_CHECKED_TIME=1433372016
-PROGRESS=0.000000
-CURRENT_OP=UPDATE_STATUS_IDLE
-NEW_VERSION=0.0.0
-NEW_SIZE=0
-"""
-ENGINE_NEED_REBOOT = """LAST_CHECKED_TIME=1433372016
-PROGRESS=1.000000
-CURRENT_OP=UPDATE_STATUS_UPDATED_NEED_REBOOT
-NEW_VERSION=3815.2.0
-NEW_SIZE=302176836
-"""
-
-
-def test_update_engine_status_reads_every_key_the_client_prints():
-    fields = update_engine.parse_engine_status(ENGINE_IDLE)
-    assert fields["CURRENT_OP"] == "UPDATE_STATUS_IDLE"
-    assert fields["NEW_VERSION"] == "0.0.0" and fields["LAST_CHECKED_TIME"] == "1433372016"
-
-
-def test_update_engine_staged_an_update_only_when_it_needs_a_reboot():
-    """`update_engine_client -update` exits 0 when idle too (CompleteUpdateSource)."""
-    fields = update_engine.parse_engine_status(ENGINE_NEED_REBOOT)
-    assert update_engine.staged_version(fields) == "3815.2.0"
-    with pytest.raises(Refused, match="CURRENT_OP=UPDATE_STATUS_IDLE"):
-        update_engine.staged_version(update_engine.parse_engine_status(ENGINE_IDLE))
-
-
-def test_update_engine_status_without_current_op_is_an_error():
-    with pytest.raises(ValueError, match="CURRENT_OP"):
-        update_engine.parse_engine_status("Failed to connect to update_engine\n")
-
 
 # The disk layout (build_library/disk_layout.json, coreos/scripts @ a6824e7b and
 # flatcar/scripts @ ab6d76d9): partition 3 is USR-A, 4 is USR-B; `rootdev -s /usr` names
