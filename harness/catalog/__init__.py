@@ -6,8 +6,9 @@ the entry and the field, so a typo never surfaces as a strange boot failure.
 An entry may `extends = "other"`: it is the other entry with its own tables
 merged over it, so a variant says only what differs. `boot.seed`,
 `boot.seed_options`, `promises.update` and `image.build` are checked against
-the registries of what the harness can do (seed writers, update adapters,
-build artifacts) when the catalog loads, not when a machine boots.
+the registries of what the harness can do (harness.seed's writers,
+harness.registry's update adapters and built disks) when the catalog loads, not
+when a machine boots; neither registry imports a step above the catalog.
 """
 
 import dataclasses
@@ -18,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import registry, seed, settings
 from harness.paths import REPO
 
 CATALOG = REPO / "images" / "catalog.toml"
@@ -40,7 +42,7 @@ class Image:
     """Where the disk comes from: built by the project (`build`) or downloaded (`urls`)."""
 
     format: str
-    build: str = ""  # a refos build artifact (harness.images.build.Artifacts.DISKS)
+    build: str = ""  # a disk of the refos build (harness.registry.BUILT_DISKS)
     urls: tuple[str, ...] = ()
     compression: str = "none"
     digest: str = ""  # "sha256:<hex>" when pinned
@@ -172,21 +174,16 @@ def _merge(base: dict, over: dict) -> dict:
 def _check_registries(d: Distro, where: str) -> None:
     """What the entry asks for must exist in the harness: a seed writer (and its
     options), an update adapter, a build artifact."""
-    from harness import seed, updates
-    from harness.images.build import Artifacts
-
     try:
         seed.check_options(d.boot.seed, d.boot.seed_options)
     except seed.SeedError as e:
         raise CatalogError(f"{where}: field 'boot.seed': {e}") from None
-    if d.promises.update not in updates.mechanisms():
+    if d.promises.update not in registry.update_mechanisms():
         raise CatalogError(f"{where}: field 'promises.update' is {d.promises.update!r}, "
-                           f"expected one of {', '.join(updates.mechanisms())}")
-    if d.image.build and d.image.build not in Artifacts.DISKS:
+                           f"expected one of {', '.join(registry.update_mechanisms())}")
+    if d.image.build and d.image.build not in registry.BUILT_DISKS:
         raise CatalogError(f"{where}: field 'image.build' is {d.image.build!r}, expected "
-                           f"one of {', '.join(Artifacts.DISKS)}")
-    from harness import settings
-
+                           f"one of {', '.join(registry.BUILT_DISKS)}")
     if d.image.env and (not ENV.fullmatch(d.image.env) or d.image.env in settings.SETTINGS):
         raise CatalogError(f"{where}: field 'image.env' is {d.image.env!r}: it must be "
                            "HARNESS_IMAGE_ and capitals, digits or '_'")

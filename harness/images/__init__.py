@@ -77,7 +77,7 @@ def resolve(distro: Distro, offline: bool = False, image_path: Path | str | None
                                   "images/refos (`harness build`), so a local image is not "
                                   "used; drop it, or pick a downloaded distro")
         built = build.build()
-        path = getattr(built, distro.image.build)
+        path = built.disk_file(distro.image.build)
         return LocalImage(path, f"{built.root.name}-{path.stem}", built.kernel)
     got = _local(distro, Path(given), why) if given else _fetched(distro, offline, policy)
     try:

@@ -35,6 +35,7 @@ from harness.images.steps import (
 )
 from harness.log import log, step
 from harness.paths import REPO, cache_dir
+from harness.registry import BUILT_DISKS
 
 __all__ = ["RECIPE", "Artifacts", "BuildError", "artifacts", "build", "recipe_hash"]
 
@@ -48,27 +49,15 @@ class Artifacts:
 
     root: Path
     # The bootable disks a build makes: the names catalog entries give as `image.build`.
-    DISKS = ("disk", "noapparmor_disk", "ignition_disk", "ostree_disk", "snap_disk")
+    DISKS = tuple(BUILT_DISKS)
+
+    def disk_file(self, name: str) -> Path:
+        """The disk the catalog's `image.build` names."""
+        return self.root / BUILT_DISKS[name]
 
     @property
     def disk(self) -> Path:
-        return self.root / "refos.qcow2"
-
-    @property
-    def noapparmor_disk(self) -> Path:
-        return self.root / "refos-noapparmor.qcow2"
-
-    @property
-    def ignition_disk(self) -> Path:
-        return self.root / "refos-ignition.qcow2"
-
-    @property
-    def ostree_disk(self) -> Path:
-        return self.root / "refos-ostree.qcow2"
-
-    @property
-    def snap_disk(self) -> Path:
-        return self.root / "refos-snap.qcow2"
+        return self.disk_file("disk")
 
     @property
     def kernel(self) -> Path:

@@ -1,17 +1,19 @@
 """Per-distro behaviour that data cannot say: how to update, roll back and tell
 which slot booted. One small adapter per update mechanism, chosen by the
-catalog's `promises.update`.
+catalog's `promises.update` (harness.registry names them).
 
 When an update cannot be staged, the adapter says why with one of three
 outcomes, never a guess: the tool refused (`Refused`), the guest lacks what the
 mechanism needs (`PreconditionMissing`), or the vendor's server could not be
 reached (`NeedsNetwork`). Only the last one is about the network."""
 
+import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from harness import registry
 from harness.catalog import Distro
 
 
@@ -139,36 +141,19 @@ class NetworkUpdater:
         return ""
 
 
-# promises.update -> adapter class; adapters register themselves with @adapter(name).
-ADAPTERS: dict[str, type] = {}
-# Mechanisms the catalog may name that have no adapter (yet): their rollback skips
-# with the distro's own note.
-WITHOUT_ADAPTER = ("tdnf", "none")
-
-
-def adapter(name: str):
-    """Class decorator: the adapter for catalog `promises.update = name`."""
-    def register(cls: type) -> type:
-        ADAPTERS[name] = cls
-        return cls
-    return register
-
-
-def mechanisms() -> tuple[str, ...]:
-    """Every value the catalog's `promises.update` may take."""
-    _load_adapters()
-    return (*ADAPTERS, *WITHOUT_ADAPTER)
-
-
-def _load_adapters() -> None:
-    from harness.updates import ostree, refos, ros, snap, snappy, update_engine  # noqa: F401
+def adapter_class(mechanism: str) -> type | None:
+    """The adapter class harness.registry names for `mechanism`; None when it names none."""
+    ref = registry.UPDATE_ADAPTERS.get(mechanism)
+    if ref is None:
+        return None
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def updater(distro: Distro) -> Updater:
     """The adapter for the distro's update mechanism; NoUpdater (with the distro's
     own words) where there is none."""
-    _load_adapters()
-    cls = ADAPTERS.get(distro.promises.update)
+    cls = adapter_class(distro.promises.update)
     if cls is None:
         why = distro.promises.notes.get("rollback") or \
             f"no update adapter for {distro.promises.update}"

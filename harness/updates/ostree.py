@@ -78,7 +78,6 @@ from harness.updates import (
     PreconditionMissing,
     Refused,
     SlotStatus,
-    adapter,
     classify_failure,
     run_update,
 )
@@ -246,7 +245,6 @@ def classify(output: str, what: str):
     return classify_failure(output, what)
 
 
-@adapter("ostree")
 class Ostree:
     mechanism = "ostree"
 

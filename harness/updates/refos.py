@@ -3,7 +3,7 @@
 import re
 
 from harness.images import build
-from harness.updates import SlotStatus, adapter
+from harness.updates import SlotStatus
 from harness.vm import timeouts
 
 
@@ -29,7 +29,6 @@ def parse_status(text: str) -> SlotStatus:
         raise ValueError(f"refos-status output lacks {e}: {text!r}") from None
 
 
-@adapter("refos")
 class Refos:
     """refos-update / refos-rollback / refos-status, the tools the recipe installs."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
 
-from harness.updates import NetworkUpdater, SlotStatus, adapter
+from harness.updates import NetworkUpdater, SlotStatus
 from harness.vm import timeouts
 
 # rancher/os v1.5.8 cmd/control/os.go osUpgrade: log.Fatalf("ros upgrade cannot be
@@ -93,7 +93,6 @@ def upgrade_command(image: str) -> str:
     return f"ros os upgrade -f --no-reboot -i {image}"
 
 
-@adapter("ros")
 class Ros(NetworkUpdater):
     mechanism = "ros os upgrade"
     server = "Docker Hub (the OS images)"

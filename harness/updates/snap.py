@@ -27,7 +27,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from harness.updates import PreconditionMissing, Refused, SlotStatus, adapter
+from harness.updates import PreconditionMissing, Refused, SlotStatus
 from harness.vm import timeouts
 
 # A change's status (canonical/snapd overlord/state/change.go @ 2.57: Default, Hold,
@@ -151,7 +151,6 @@ def change_id(stdout: str) -> str:
     return found
 
 
-@adapter("snap")
 class Snap:
     mechanism = "snapd"
 

@@ -12,7 +12,7 @@ use the new ubuntu-core." (showRebootMessage, cmd/snappy/cmd_list.go)."""
 import re
 from dataclasses import dataclass
 
-from harness.updates import NetworkUpdater, SlotStatus, adapter
+from harness.updates import NetworkUpdater, SlotStatus
 from harness.vm import timeouts
 
 OS_PART = "ubuntu-core"
@@ -59,7 +59,6 @@ def os_version(parts: list[Part], next_boot: bool = False) -> str:
     return marked[0].version
 
 
-@adapter("snappy")
 class Snappy(NetworkUpdater):
     mechanism = "snappy"
     server = "the snappy store"

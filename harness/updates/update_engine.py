@@ -42,7 +42,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from harness.updates import PreconditionMissing, SlotStatus, adapter
+from harness.updates import PreconditionMissing, SlotStatus
 from harness.vm import timeouts
 
 # The disk layout of both (coreos/scripts build_library/disk_layout.json @ a6824e7b and
@@ -152,7 +152,6 @@ def next_boot(table: dict[str, Attributes]) -> str:
     return max(bootable)[1]
 
 
-@adapter("update-engine")
 class UpdateEngine:
     mechanism = "update_engine"
     server = "an Omaha update server"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from xml.etree import ElementTree as ET
 
 import libvirt
@@ -31,7 +31,6 @@ from harness.vm import console, domain, readiness, remote, runs, snapshot, ssh, 
 
 if TYPE_CHECKING:
     from harness.images import LocalImage
-    from harness.vm.session import Session
 
 # What a lost or not-yet-listening guest raises; while polling these mean "not yet".
 SSH_ERRORS = (OSError, EOFError, TimeoutError, paramiko.SSHException)
@@ -82,6 +81,24 @@ class Recipe:
         return hashlib.sha256(data.encode()).hexdigest()[:12]
 
 
+class Host(Protocol):
+    """What a machine needs from the session that makes it (harness.vm.session.Session,
+    the one module that knows both): the libvirt connection and the run, the
+    accelerator, a port for the SSH forward and, on a remote hypervisor, the jump host."""
+
+    conn: libvirt.virConnect
+    run: runs.Run
+    jump: remote.Jump | None
+
+    @property
+    def accel(self) -> str: ...
+
+    @property
+    def libvirt_uri(self) -> str: ...
+
+    def forward_port(self) -> runs.PortLock | remote.RemotePort: ...
+
+
 @dataclass
 class Resources:
     """What this machine created and teardown must remove."""
@@ -95,7 +112,7 @@ class Resources:
 class Machine:
     """A guest of `recipe`, booted on `session`'s libvirt connection for its run."""
 
-    def __init__(self, name: str, recipe: Recipe, session: "Session"):
+    def __init__(self, name: str, recipe: Recipe, session: Host):
         self.name, self.recipe, self.distro = name, recipe, recipe.distro
         self.session, self.conn = session, session.conn
         self.dir = _unique_dir(session.run.dir, name)
@@ -154,7 +171,7 @@ class Machine:
         if self.seed.fw_cfg and self.remote:
             raise MachineError(f"{self.name}: {fmt} passes its config as a fw_cfg file, which "
                                "QEMU opens on its own host: not supported on a remote "
-                               f"hypervisor yet ({self.session.options.libvirt_uri})")
+                               f"hypervisor yet ({self.session.libvirt_uri})")
         pool = storage.pool(self.conn)
         image = self.recipe.image
         base, vsize = storage.base_volume(self.conn, image.path, image.key)
@@ -287,7 +304,7 @@ class Machine:
                     if (kind, blob) not in self._ssh.trust.pinned:
                         self._ssh.trust.record(ssh.host_name(self.port), kind, blob,
                                                f"trusted by {template.name}, saved")
-                self._watch("first command", self._answers, timeouts.get("boot"))
+                self._watch("first command", self.answers, timeouts.get("boot"))
                 self._mark("command")
                 # The guest slept through the time since the save.
                 self.succeed(f"date -u -s @{time.time():.3f} >/dev/null")
@@ -446,7 +463,7 @@ class Machine:
             self.conn.getLibVersion()
             return ""
         except libvirt.libvirtError as e:
-            return (f"lost the hypervisor: libvirt at {self.session.options.libvirt_uri} no "
+            return (f"lost the hypervisor: libvirt at {self.session.libvirt_uri} no "
                     f"longer answers ({e}); the guest cannot be reached or watched")
 
     def console_match(self, pattern: str) -> str | None:
@@ -514,7 +531,7 @@ class Machine:
             self.check_alive()
             time.sleep(0.3)
 
-    def _answers(self) -> bool:
+    def answers(self) -> bool:
         """Whether a command runs (probe: the raw connection, so errors mean "not yet")."""
         return self._ssh.run("true", timeouts.get("ssh_command"), sudo=False).status == 0
 

@@ -8,10 +8,19 @@ the phase's name; the report draws its boot chart from the same names.
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:
-    from harness.vm.machine import Machine
+
+class Guest(Protocol):
+    """What the phases probe: harness.vm.machine.Machine is one."""
+
+    def console_match(self, pattern: str) -> str | None: ...
+
+    def ssh_banner(self) -> str | None: ...
+
+    def answers(self) -> bool: ...
+
+    def boot_finished(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -19,7 +28,7 @@ class Phase:
     name: str  # the timings key: seconds from domain start until it was reached
     description: str
     label: str  # the report's name for the stretch of boot that ends here
-    probe: Callable[["Machine"], object]  # true once reached; SSH errors mean "not yet"
+    probe: Callable[[Guest], object]  # true once reached; SSH errors mean "not yet"
     timeout: str  # a harness.vm.timeouts name
     hint: str  # for the user, when the phase is not reached in time
 
@@ -32,7 +41,7 @@ PHASES = (
     Phase("ssh", "SSH banner", "to SSH", lambda m: m.ssh_banner(), "boot",
           "sshd does not listen: did the guest read its seed? look for cloud-init or "
           "Ignition in the console log"),
-    Phase("command", "first command", "to first command", lambda m: m._answers(), "boot",
+    Phase("command", "first command", "to first command", lambda m: m.answers(), "boot",
           "sshd answers but refuses the harness: the seed's user or key was not applied"),
     Phase("ready", "boot finished", "to boot finished", lambda m: m.boot_finished(), "ready",
           "the catalog's boot.ready commands did not succeed: see the failed units"),

@@ -159,6 +159,10 @@ class Session:
         return runs.PortLock() if self.jump is None else remote.pick_port(self.jump)
 
     @property
+    def libvirt_uri(self) -> str:
+        return self.options.libvirt_uri
+
+    @property
     def accel(self) -> str:
         """kvm or tcg, decided once (a real KVM probe, harness.vm.accel)."""
         if not self._accel:

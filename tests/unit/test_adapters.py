@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from harness import catalog
+from harness import catalog, registry
 from harness.updates import (
     NeedsNetwork,
     NetworkUpdater,
@@ -14,6 +14,7 @@ from harness.updates import (
     NoUpdater,
     PreconditionMissing,
     Refused,
+    adapter_class,
     pytest_verdict,
     ros,
     update_engine,
@@ -192,6 +193,14 @@ ADAPTERS = {"refos": "Refos", "flatcar": "UpdateEngine", "coreos-647": "UpdateEn
 @pytest.mark.parametrize(("name", "adapter"), sorted(ADAPTERS.items()))
 def test_each_update_mechanism_has_its_adapter(name, adapter):
     assert type(updater(catalog.get(name))).__name__ == adapter
+
+
+@pytest.mark.parametrize("mechanism", sorted(registry.UPDATE_ADAPTERS))
+def test_every_adapter_the_registry_names_exists_with_the_updater_verbs(mechanism):
+    cls = adapter_class(mechanism)
+    assert isinstance(cls, type)
+    assert all(callable(getattr(cls, verb, None))
+               for verb in ("status", "stage", "rollback"))
 
 
 @pytest.mark.parametrize("name", ["photon-5", "photon-tp"])
