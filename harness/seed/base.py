@@ -27,8 +27,8 @@ PUBLIC_KEY = re.compile(r"\S+[ \t]+\S[^\r\n]*")
 
 # Largest payload each medium takes. The ISO and fw_cfg caps are the harness's
 # policy, not the formats' (a seed carries configuration, cloud-init and
-# Ignition hold it in memory; bulk data goes in with Machine.copy_to or
-# attach_disk). The command line cap is the x86 kernel's COMMAND_LINE_SIZE.
+# Ignition hold it in memory; bulk data goes in with Machine.attach_disk). The
+# command line cap is the x86 kernel's COMMAND_LINE_SIZE.
 LIMITS = {"iso": 16 * 2**20, "fw_cfg": 16 * 2**20, "cmdline": 2048}
 
 

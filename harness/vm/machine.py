@@ -1,7 +1,7 @@
 """The Machine: one booted guest and the verbs a test uses on it.
 
 In the spirit of the NixOS test driver: run / succeed / fail / wait_until_succeeds
-/ wait_for_unit / reboot / shutdown / copy. Every command and every wait goes
+/ wait_for_unit / reboot / shutdown. Every command and every wait goes
 through one watchdog (`_watch` and `_ssh_run`): it also watches the domain and
 its console, so a dead domain, a dropped connection, a refused host key or a
 kernel panic ends with a MachineError quoting the console's last lines, at once,
@@ -471,26 +471,23 @@ class Machine:
         m = re.search(pattern, self.console_text()[self._console_mark:])
         return m.group(0) if m else None
 
-    def wait_for_console(self, pattern: str, timeout: float | None = None) -> str:
-        """Wait until the console (since the last boot) matches the regex `pattern`."""
-        return self._watch(f"console shows /{pattern}/", lambda: self.console_match(pattern),
-                           timeout or timeouts.get("boot"))
-
     # -- the watchdog ----------------------------------------------------------
 
     def _watch(self, what: str, probe: Callable[[], object], timeout: float,
-               interval: float = 0.2, hint: str = ""):
+               interval: float = 0.2, hint: str = "", stopping: bool = False):
         """Call `probe` until it returns something true, and return that.
 
         SSH errors count as "not yet". A dead domain or a fatal console line ends
         the wait at once (BootFailure), and so does a refused host key; running
         out of time is a MachineError with the last SSH error, the hint and the
-        console's last lines. Every wait of this class goes through here."""
+        console's last lines. Every wait of this class goes through here; one for
+        the domain to stop (`stopping`) does not take a stopped domain for a death."""
         deadline = time.monotonic() + timeout
         last: BaseException | None = None
         with step(what, self.name):
             while True:
-                self.check_alive()
+                if not stopping:
+                    self.check_alive()
                 try:
                     if result := probe():
                         return result
@@ -659,40 +656,9 @@ class Machine:
         """Power the guest off from inside and wait until the domain has stopped."""
         self.run("systemd-run --no-block --on-active=1 systemctl poweroff")
         self._ssh.close()
-        deadline = time.monotonic() + timeouts.get("shutdown")
-        with step("shutdown", self.name):
-            while self.running():
-                if time.monotonic() >= deadline:
-                    raise self._error(MachineError, "shutdown: the domain still runs after "
-                                                    f"{timeouts.get('shutdown'):.0f}s")
-                time.sleep(0.5)
+        self._watch("shutdown", lambda: not self.running(), timeouts.get("shutdown"),
+                    interval=0.5, stopping=True)
         self.res.domain = None  # a transient domain is gone once it stopped
-
-    def copy_to(self, local: Path, remote: str) -> None:
-        """Write a local file to `remote` in the guest."""
-        with step(f"copy {local} -> {remote}", self.name):
-            self.succeed(f"cat > {shlex.quote(remote)}", stdin=local.read_bytes())
-
-    def copy_from(self, remote: str, local: Path) -> None:
-        """Fetch `remote` from the guest into the local file `local`."""
-        with step(f"copy {remote} -> {local}", self.name):
-            # A private copy the login user can read; its name is unpredictable.
-            tmp = self.succeed("mktemp /tmp/harness-copy.XXXXXXXX").strip()
-            try:
-                self.succeed(f"cp {shlex.quote(remote)} {tmp} && "
-                             f"chown {shlex.quote(self.distro.boot.ssh_user)} {tmp} && "
-                             f"chmod 600 {tmp}")
-                try:
-                    sftp = self._ssh.sftp(timeouts.get("ssh_command"))
-                    try:
-                        sftp.get(tmp, str(local))
-                    finally:
-                        sftp.close()
-                except SSH_ERRORS as e:
-                    self._check_alive_a_while()
-                    raise self._error(MachineError, f"copy {remote}: {e}") from e
-            finally:
-                self.run(f"rm -f {tmp}")
 
 
 def _unique_dir(parent: Path, name: str) -> Path:

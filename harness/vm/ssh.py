@@ -264,10 +264,6 @@ class Connection:
                         OUTPUT_CAP)
         return Result(status, out.text(), err.text(), cut)
 
-    def sftp(self, timeout: float) -> paramiko.SFTPClient:
-        self.run("true", timeout, sudo=False)
-        return self._client.open_sftp()
-
     def close(self) -> None:
         self._drop_probe()
         if self._client:
