@@ -89,7 +89,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
               f"console log: {m.console_log}\nCtrl-C removes it.", flush=True)
         try:
             while True:
-                m.check_alive()
+                m.watchdog()
                 time.sleep(1)
         except KeyboardInterrupt:
             print("\nremoving the machine")

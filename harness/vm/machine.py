@@ -404,17 +404,23 @@ class Machine:
 
     def check_alive(self) -> None:
         """Raise BootFailure if waiting for this guest can no longer succeed: the
-        domain is gone, or the console shows a fatal line since the last (re)boot."""
+        domain is gone, or the console shows a fatal line since the last (re)boot.
+        A check only: it changes nothing (the watchdog acts, `watchdog`)."""
         if not self.running():
             if lost := self._hypervisor_lost():
                 raise self._error(MachineError, lost)
             raise self._error(BootFailure, "the domain is no longer running")
-        text = self.console_text()
-        found = console.scan(text[self._console_mark:], fatal_only=True)
+        found = console.scan(self.console_text()[self._console_mark:], fatal_only=True)
         if found:
             raise self._error(BootFailure, f"{found[0].pattern.name} on the console: "
                                            f"{found[0].line}")
-        self._power_cycle_if_stuck(text)
+
+    def watchdog(self) -> None:
+        """One turn of the watchdog, between the probes of every wait: check_alive()
+        reports a guest that cannot come back, then a reset the firmware never
+        answers is power-cycled."""
+        self.check_alive()
+        self._power_cycle_if_stuck(self.console_text())
 
     def _power_cycle_if_stuck(self, text: str) -> None:
         """Power the domain off and on when the guest reset itself and the firmware
@@ -487,7 +493,7 @@ class Machine:
         with step(what, self.name):
             while True:
                 if not stopping:
-                    self.check_alive()
+                    self.watchdog()
                 try:
                     if result := probe():
                         return result
