@@ -48,7 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     junit = artifacts / distro.name / "junit.xml"
     started = time.monotonic()
     passed_on = [f"--libvirt-uri={args.libvirt_uri}", *(["--offline"] if args.offline else []),
-                 *([f"--image={args.image}"] if args.image else [])]
+                 *([f"--image={args.image}"] if args.image else []),
+                 *(["--open-network"] if args.open_network else [])]
     status = pytest.main([str(REPO / "tests" / "suites"), f"--distro={args.distro}",
                           f"--accel={args.accel}", f"--artifacts={artifacts}", *passed_on,
                           f"--junitxml={junit}", "-p", "no:cacheprovider", *args.pytest_args])
@@ -82,7 +83,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     """Boot a machine and keep it until Ctrl-C."""
     distro = catalog.get(args.distro)
     options = Options(libvirt_uri=args.libvirt_uri, accel=args.accel, offline=args.offline,
-                      images=options_for_images(distro.name, args.image), saves=False)
+                      images=options_for_images(distro.name, args.image), saves=False,
+                      open_network=args.open_network)
     with Session(options) as session:
         m = session.machine(args.name or distro.name, session.recipe(distro), cold=True)
         print(f"\n{m.name} is up. Get in with:\n  {m.ssh_command()}\n"
@@ -337,6 +339,10 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     return matrix.exit_code(statuses)
 
 
+OPEN_NETWORK = ("let the guest reach every network this host reaches (restrict=off), for "
+                "updates from a vendor's server; off by default, machines boot cold")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -350,6 +356,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--accel", default="auto")
     r.add_argument("--offline", action="store_true", help="use cached images only")
     r.add_argument("--image", default=None, help="boot this local image file instead")
+    r.add_argument("--open-network", action="store_true", help=OPEN_NETWORK)
     r.add_argument("--artifacts", default=str(REPO / "artifacts"))
     r.add_argument("pytest_args", nargs="*", help="passed on to pytest (after --)")
     r.set_defaults(func=cmd_run)
@@ -359,6 +366,7 @@ def parser() -> argparse.ArgumentParser:
     bt.add_argument("--accel", default="auto")
     bt.add_argument("--offline", action="store_true", help="use the cache only")
     bt.add_argument("--image", default=None, help="boot this local file instead")
+    bt.add_argument("--open-network", action="store_true", help=OPEN_NETWORK)
     bt.set_defaults(func=cmd_boot)
     f = sub.add_parser("fetch", help="download and verify distros' images into the cache")
     f.add_argument("distro", nargs="*", help="catalog entries")

@@ -62,6 +62,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="leave a failed test's VM running and print how to get in")
     group.addoption("--offline", action="store_true",
                     help="use cached images only; never download")
+    group.addoption("--open-network", action="store_true",
+                    help="let guests reach every network this host reaches (restrict=off), "
+                    "for updates from a vendor's server; machines boot cold")
     group.addoption("--image", default=None,
                     help="boot this local image file instead of the catalog's download "
                     "(one --distro only)")
@@ -111,7 +114,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         distro = known[_item_distro(item)]
         names = [n for mark in item.iter_markers("promise") for n in mark.args]
-        if names and (why := promises.unmet(names, distro)):
+        if names and (why := promises.unmet(names, distro,
+                                            config.getoption("--open-network"))):
             item.add_marker(pytest.mark.skip(reason=why))
         _mark_bug(item)
 
@@ -241,7 +245,8 @@ def session_options(config: pytest.Config) -> Options:
         offline=config.getoption("--offline"),
         images={_selected(config)[0]: Path(image)} if image else {},
         artifacts=Path(config.getoption("--artifacts")),
-        saves=not config.getoption("--cold-boots"))
+        saves=not config.getoption("--cold-boots"),
+        open_network=config.getoption("--open-network"))
 
 
 @pytest.fixture(scope="session")

@@ -12,45 +12,46 @@ import pytest
 from harness.catalog import Distro
 
 
-def _readonly(d: Distro) -> str | None:
+def _readonly(d: Distro, open_network: bool) -> str | None:
     return None if d.promises.readonly else \
         d.promises.notes.get("readonly", "no read-only path promised")
 
 
-def _writable(d: Distro) -> str | None:
+def _writable(d: Distro, open_network: bool) -> str | None:
     if not d.promises.writable:
         return "no writable path promised"
     return d.promises.notes.get("writable")  # writable, but not kept across a reboot
 
 
-def _docker_shipped(d: Distro) -> str | None:
+def _docker_shipped(d: Distro, open_network: bool) -> str | None:
     if d.promises.docker in ("framework", "snap"):
         return d.promises.notes.get("docker", f"Docker comes as a {d.promises.docker}")
     return None
 
 
-def _docker_at_boot(d: Distro) -> str | None:
+def _docker_at_boot(d: Distro, open_network: bool) -> str | None:
     if d.promises.docker in ("enabled", "socket"):
         return None
     return d.promises.notes.get("docker") or \
         f"Docker is not a systemd unit started at boot ({d.promises.docker})"
 
 
-def _update(d: Distro) -> str | None:
+def _update(d: Distro, open_network: bool) -> str | None:
     from harness.updates import applicability
 
-    return applicability(d)
+    return applicability(d, open_network)
 
 
-def _auto_fallback(d: Distro) -> str | None:
+def _auto_fallback(d: Distro, open_network: bool) -> str | None:
     if d.promises.auto_fallback:
-        return _update(d)
+        return _update(d, open_network)
     notes = d.promises.notes
     return notes.get("fallback") or notes.get("rollback") or "no automatic fallback promised"
 
 
-# promise name -> why the distro does not make it (None: it does)
-PROMISES: dict[str, Callable[[Distro], str | None]] = {
+# promise name -> why the distro does not make it (None: it does), given whether
+# guests reach the network (--open-network)
+PROMISES: dict[str, Callable[[Distro, bool], str | None]] = {
     "readonly": _readonly,
     "writable": _writable,
     "docker_shipped": _docker_shipped,
@@ -60,11 +61,11 @@ PROMISES: dict[str, Callable[[Distro], str | None]] = {
 }
 
 
-def unmet(names: list[str], distro: Distro) -> str | None:
+def unmet(names: list[str], distro: Distro, open_network: bool = False) -> str | None:
     """Why `distro` does not make one of the promises `names`, or None."""
     for name in names:
         if name not in PROMISES:
             raise pytest.UsageError(f"unknown promise {name!r}; known: {', '.join(PROMISES)}")
-        if why := PROMISES[name](distro):
+        if why := PROMISES[name](distro, open_network):
             return f"{distro.name}: {why}"
     return None

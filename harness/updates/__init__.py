@@ -161,13 +161,14 @@ def updater(distro: Distro) -> Updater:
     return cls(distro)
 
 
-def applicability(distro: Distro) -> str | None:
+def applicability(distro: Distro, open_network: bool = False) -> str | None:
     """Why the update suites cannot run on `distro` here (no adapter, or staging
-    needs a server the restricted guest cannot reach), in its own terms; None if they can."""
+    needs a server the restricted guest cannot reach, unless guests reach the network:
+    --open-network), in its own terms; None if they can."""
     try:
         found = updater(distro)
     except NoUpdater as e:
         return str(e).removeprefix(f"{distro.name}: ")
-    if isinstance(found, NetworkUpdater):
+    if isinstance(found, NetworkUpdater) and not open_network:
         return found.offline_reason().removeprefix(f"{distro.name}: ")
     return None

@@ -60,7 +60,9 @@ class DomainSpec:
     nvram: Path | None = None
     vcpus: int = 1
     accel: str = "tcg"  # "kvm" or "tcg"
-    open_network: bool = False  # users may opt out of restrict=on; tests never do
+    # restrict=off: `--open-network` (harness.vm.session.Options.open_network), for a
+    # user's updates from a vendor's server; off by default, never set by the project's tests.
+    open_network: bool = False
     fw_cfg: tuple[tuple[str, Path], ...] = ()  # (name, local file): Ignition configs
     direct: DirectBoot | None = None
     # The console as a pty the harness streams (harness.vm.remote), not a file libvirt

@@ -84,7 +84,8 @@ class Recipe:
 class Host(Protocol):
     """What a machine needs from the session that makes it (harness.vm.session.Session,
     the one module that knows both): the libvirt connection and the run, the
-    accelerator, a port for the SSH forward and, on a remote hypervisor, the jump host."""
+    accelerator, a port for the SSH forward, on a remote hypervisor the jump host, and
+    whether guests reach the network (--open-network)."""
 
     conn: libvirt.virConnect
     run: runs.Run
@@ -95,6 +96,9 @@ class Host(Protocol):
 
     @property
     def libvirt_uri(self) -> str: ...
+
+    @property
+    def open_network(self) -> bool: ...
 
     def forward_port(self) -> runs.PortLock | remote.RemotePort: ...
 
@@ -206,7 +210,7 @@ class Machine:
             disks=tuple(disks), console_log=self.console_log, ssh_port=port,
             nvram=Path(storage.POOL_DIR) / self.volume("VARS.fd"), accel=self.accel,
             fw_cfg=self.seed.fw_cfg, direct=self.direct, owner=run.owner.attrs(),
-            console_stream=self.remote)
+            console_stream=self.remote, open_network=self.session.open_network)
 
     @property
     def remote(self) -> bool:

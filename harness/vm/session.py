@@ -34,6 +34,10 @@ class Options:
     images: dict[str, Path] = field(default_factory=dict)
     artifacts: Path = REPO / "artifacts"
     saves: bool = True  # restore fresh machines from saved ones (False: cold boots)
+    # Guests reach every network this host reaches (restrict=off): for a user's updates
+    # from a vendor's server. Off by default; the project's tests never set it. Machines
+    # then boot cold: a save is never shared between an open and a closed network.
+    open_network: bool = False
 
 
 class SessionError(RuntimeError):
@@ -113,8 +117,12 @@ class Session:
         except (libvirt.libvirtError, OSError) as e:  # UnsafeRuntimeDir is an OSError
             self.conn.close()
             raise SessionError(f"cannot start a run: {e}") from None
+        saves = self.options.saves and not self.options.open_network
         self.templates = snapshot.Templates(
-            self.conn, self._save_cache(), self.run) if self.options.saves else None
+            self.conn, self._save_cache(), self.run) if saves else None
+        if self.options.open_network:
+            log.warning("harness: --open-network: guests reach every network this host "
+                        "reaches (restrict=off); machines boot cold, without saves")
         log.info("harness: run %s (%s)", self.run.id, self.run.dir)
         return self
 
@@ -161,6 +169,10 @@ class Session:
     @property
     def libvirt_uri(self) -> str:
         return self.options.libvirt_uri
+
+    @property
+    def open_network(self) -> bool:
+        return self.options.open_network
 
     @property
     def accel(self) -> str:
