@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from harness.catalog import Distro
+from harness.updates import applicability
 
 
 def _readonly(d: Distro, open_network: bool) -> str | None:
@@ -37,8 +38,6 @@ def _docker_at_boot(d: Distro, open_network: bool) -> str | None:
 
 
 def _update(d: Distro, open_network: bool) -> str | None:
-    from harness.updates import applicability
-
     return applicability(d, open_network)
 
 
