@@ -1,9 +1,9 @@
 """The steps every refos disk is made of, shared by refos's build (build.py) and
 its variants (ostree.py, snap.py), which import only this module.
 
-No loop devices, no mounts: a file system is made in a plain file (mksquashfs,
-mkfs.vfat with mtools) or in place at its offset in the disk file (mke2fs -E
-offset), and copied into the disk file at its partition's offset.
+No loop devices, no mounts: a file system is made in a plain file (mksquashfs;
+mkfs.vfat with mtools) and copied into the disk file at its partition's offset, or
+made in place there (mke2fs -E offset).
 """
 
 import shlex
