@@ -429,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     setup_cli_logging(args.verbose)
     try:
-        settings.check()
+        images.check_settings()
         # SIGTERM unwinds like Ctrl-C, so sessions and `finally` blocks remove machines.
         with unwind_on_sigterm():
             return args.func(args)

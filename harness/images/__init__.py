@@ -12,6 +12,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import catalog, settings
 from harness.catalog import Distro
 from harness.images import build, convert, fetch, streams
 from harness.log import log
@@ -98,6 +99,22 @@ def env_var(distro: Distro) -> str:
 
 def env_var_name(name: str) -> str:
     return "HARNESS_IMAGE_" + name.upper().replace("-", "_")
+
+
+def check_settings() -> None:
+    """Every HARNESS_* setting (settings.check), and each HARNESS_IMAGE_<DISTRO> must
+    name a catalog distro: a typo would be ignored, and the image downloaded instead of
+    the file given."""
+    names = settings.check()
+    try:
+        known = {env_var(d) for d in catalog.load().values()}
+    except catalog.CatalogError:
+        return  # said by whatever reads the catalog next
+    for name in names:
+        if name not in known:
+            raise settings.SettingError(
+                f"{name} names no distro of the catalog ({name[len('HARNESS_IMAGE_'):]!r}); "
+                f"known: {', '.join(sorted(known))}")
 
 
 def ways_out(distro: Distro) -> list[str]:

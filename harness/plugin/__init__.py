@@ -79,7 +79,7 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}" if text else name)
     try:
-        settings.check()
+        images.check_settings()
         config.stash[_CATALOG] = catalog.load()  # read once: hooks below run per test
         names = matrix.select(config.getoption("--distro") or settings.get("HARNESS_DISTRO"),
                               config.stash[_CATALOG])

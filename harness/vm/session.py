@@ -14,7 +14,7 @@ from pathlib import Path
 
 import libvirt
 
-from harness import catalog, images, settings
+from harness import catalog, images
 from harness.images import LocalImage, fetch
 from harness.log import log
 from harness.paths import REPO, UnsafeRuntimeDir, replace_file
@@ -97,7 +97,7 @@ class Session:
 
     def open(self) -> "Session":
         """Check settings, connect, sweep what dead runs left, start this run."""
-        settings.check()
+        images.check_settings()
         try:
             hypervisor = remote.parse(self.options.libvirt_uri)
         except remote.RemoteError as e:

@@ -5,7 +5,7 @@ naming the input, never a traceback from deep inside."""
 
 import pytest
 
-from harness import catalog, settings
+from harness import catalog, images, settings
 from harness.vm import timeouts
 
 BOUNDED = ["HARNESS_TIMEOUT_SCALE", "HARNESS_FETCH_ATTEMPTS", "HARNESS_FETCH_BACKOFF",
@@ -36,12 +36,12 @@ def test_a_sane_large_value_still_passes(monkeypatch):
 def test_a_typo_in_an_image_variable_names_the_distro_and_the_known_ones(monkeypatch):
     monkeypatch.setenv("HARNESS_IMAGE_REFSO", "/srv/refos.qcow2")
     with pytest.raises(settings.SettingError, match=r"'REFSO'.*known: .*HARNESS_IMAGE_REFOS"):
-        settings.check()
+        images.check_settings()
 
 
 def test_an_image_variable_of_a_catalog_distro_passes(monkeypatch):
     monkeypatch.setenv("HARNESS_IMAGE_REFOS", "/srv/refos.qcow2")
-    settings.check()
+    images.check_settings()
 
 
 def test_a_relative_cache_is_refused(monkeypatch):
