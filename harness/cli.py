@@ -23,6 +23,7 @@ from harness.vm.session import (
     Options,
     Session,
     SessionError,
+    libvirt_uri,
     options_for_images,
 )
 
@@ -346,7 +347,8 @@ OPEN_NETWORK = ("let the guest reach every network this host reaches (restrict=o
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
-    p.add_argument("--libvirt-uri", default="qemu:///system")
+    p.add_argument("--libvirt-uri", default=None,
+                   help="libvirt connection (default: LIBVIRT_DEFAULT_URI or qemu:///system)")
     sub = p.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="build refos (cached by recipe hash)")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
@@ -427,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.libvirt_uri = libvirt_uri(args.libvirt_uri)
     setup_cli_logging(args.verbose)
     try:
         images.check_settings()

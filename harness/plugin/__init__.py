@@ -6,7 +6,6 @@ harness.vm.session.Session; the fixtures below only map pytest's scopes, markers
 and evidence onto it.
 """
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from harness.plugin import bugs, evidence, promises
 from harness.signals import unwind_on_sigterm
 from harness.vm import accel
 from harness.vm.machine import KernelBoot, Machine, MachineError
-from harness.vm.session import Options, Session, SessionError
+from harness.vm.session import Options, Session, SessionError, libvirt_uri
 
 MARKERS = {
     "vm": "boots at least one virtual machine",
@@ -239,8 +238,7 @@ def session_options(config: pytest.Config) -> Options:
     """The session's options from pytest's command line."""
     image = config.getoption("--image")
     return Options(
-        libvirt_uri=config.getoption("--libvirt-uri") or
-        os.environ.get("LIBVIRT_DEFAULT_URI", "qemu:///system"),
+        libvirt_uri=libvirt_uri(config.getoption("--libvirt-uri")),
         accel=config.getoption("--accel"), require_kvm=config.getoption("--require-kvm"),
         offline=config.getoption("--offline"),
         images={_selected(config)[0]: Path(image)} if image else {},

@@ -9,6 +9,7 @@ distro, with the way out, however many tests want it.
 """
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,12 +22,21 @@ from harness.paths import REPO, UnsafeRuntimeDir, replace_file
 from harness.vm import accel, remote, runs, savecache, snapshot
 from harness.vm.machine import KernelBoot, Machine, Recipe
 
+DEFAULT_URI = "qemu:///system"
+
+
+def libvirt_uri(given: str | None = None) -> str:
+    """The libvirt connection of a run, decided here for the CLI, pytest and the tools:
+    the one given on the command line, else LIBVIRT_DEFAULT_URI (as virsh reads it),
+    else qemu:///system."""
+    return given or os.environ.get("LIBVIRT_DEFAULT_URI") or DEFAULT_URI
+
 
 @dataclass(frozen=True)
 class Options:
     """How a session runs; the CLI's and pytest's options map onto these."""
 
-    libvirt_uri: str = "qemu:///system"
+    libvirt_uri: str = field(default_factory=libvirt_uri)
     accel: str = "auto"  # auto probes KVM and falls back to TCG
     require_kvm: bool = False
     offline: bool = False  # use cached images only

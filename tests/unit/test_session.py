@@ -12,6 +12,7 @@ import pytest
 
 from harness import catalog, images, settings
 from harness.paths import REPO
+from harness.vm import session
 from harness.vm.session import Images, Options
 from tests.helpers import run_pytest
 
@@ -134,3 +135,27 @@ def test_an_image_option_naming_no_file_is_a_usage_error(tmp_path, cache):
     """, "--distro=flatcar", f"--image={tmp_path}/nonexistent.qcow2")
     assert result.returncode == 4, result.stdout[-2000:]
     assert "nonexistent.qcow2" in result.stdout + result.stderr
+
+
+# A URI no libvirt driver serves: connecting fails at once, and the error names it.
+NOWHERE = "nowhere+unix:///system"
+
+
+def test_the_cli_and_pytest_both_take_libvirt_default_uri():
+    """One place decides the connection: LIBVIRT_DEFAULT_URI reaches `harness clean`
+    (it connects, fails and names the URI) and the pytest plugin's session options."""
+    env = {**os.environ, "LIBVIRT_DEFAULT_URI": NOWHERE}
+    cli = subprocess.run([sys.executable, "-m", "harness.cli", "clean"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode == 2 and f"libvirt at {NOWHERE}" in cli.stderr, cli.stderr
+    probe = run_pytest("-q", "-s", "-p", "tests.unit.uri_probe", "--co",
+                       str(REPO / "tests" / "unit" / "uri_probe.py"), env=env)
+    assert f"session uri: {NOWHERE}" in probe.stdout, probe.stdout + probe.stderr
+
+
+def test_a_uri_on_the_command_line_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", NOWHERE)
+    assert Options().libvirt_uri == NOWHERE
+    assert session.libvirt_uri("qemu:///session") == "qemu:///session"
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI")
+    assert Options().libvirt_uri == "qemu:///system"
