@@ -20,8 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import catalog
-from harness.signals import unwind_on_sigterm
+from harness import catalog, signals
 
 ARTIFACTS = Path("artifacts")
 HEARTBEAT = 300.0  # seconds between "still running" lines
@@ -101,7 +100,7 @@ def run(streams: list[Stream], lanes: int) -> dict[Stream, tuple[int, float]]:
     """Run the streams, `lanes` at a time; each stream's exit status and duration."""
     running: list[Running] = []
     try:
-        with unwind_on_sigterm():
+        with signals.unwind_on_sigterm():
             return _run(list(streams), running, lanes)
     except KeyboardInterrupt:
         _stop(running)
@@ -113,14 +112,7 @@ def _stop(running: list[Running]) -> None:
     destroys its domains. One that outlives STOP_GRACE is killed."""
     _say("interrupted; stopping " + ", ".join(r.stream.name for r in running))
     started = time.monotonic()
-    for r in running:
-        r.proc.terminate()
-    for r in running:
-        try:
-            r.proc.wait(timeout=max(0.1, started + STOP_GRACE - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            r.proc.kill()
-            r.proc.wait()
+    signals.stop([r.proc for r in running], STOP_GRACE)
     _say(f"stopped in {_clock(time.monotonic() - started)}")
 
 

@@ -21,10 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from harness import catalog
+from harness import catalog, signals
 from harness.log import log
 from harness.paths import REPO, replace_file
-from harness.signals import wait_interruptibly
 
 QEMU_OVERHEAD_MIB = 256  # per VM beyond its RAM: QEMU itself, firmware, TCG's code cache
 MARGIN_MIB = 1024  # left free on every host, for the host and the harness
@@ -186,7 +185,7 @@ def run(names: list[str], opts: Options, free_mib: dict[str, int],
     with ThreadPoolExecutor(max_workers=max(1, len(plan))) as pool:
         try:
             futures = [pool.submit(_one, job, opts, hosts, resolve) for job in plan]
-            wait_interruptibly(lambda: all(f.done() for f in futures))
+            signals.wait_interruptibly(lambda: all(f.done() for f in futures))
             results = [f.result() for f in futures]
         except KeyboardInterrupt:  # SIGTERM too: each distro's pytest removes its machines
             _stop_children()
@@ -208,13 +207,7 @@ def _stop_children() -> None:
     with _CHILDREN_LOCK:
         _STOPPING.set()
         children = list(_CHILDREN)
-    for proc in children:
-        proc.terminate()
-    for proc in children:
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    signals.stop(children)
 
 
 def _resolve(name: str, offline: bool) -> None:
