@@ -1,5 +1,5 @@
 """tools/teststreams.py runs `make test`'s VM streams two at a time and fails when one
-fails. Real processes stand in for pytest here: each sleeps a second and prints a
+fails. Real processes stand in for pytest here, each printing a
 pytest-like last line."""
 
 from __future__ import annotations
@@ -32,13 +32,54 @@ def artifacts_in_tmp(tmp_path, monkeypatch):
     monkeypatch.setattr(teststreams, "ARTIFACTS", tmp_path)
 
 
-def test_streams_run_two_at_a_time_and_each_reports_its_summary(capsys):
-    streams = [Sleeper(f"d{i}", "refos", ()) for i in range(4)]
-    started = time.monotonic()
+# A stream that logs its start and end, and ends only once `partners` streams have
+# started: on two lanes, streams 0 and 1 wait for each other, then 2 and 3. One lane
+# too few and a stream waits for a partner that never starts (it gives up after two
+# minutes, exit 1); too many, and more than two run at once.
+PAIRED = """
+import pathlib, sys, time
+events, name, partners = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+def log(what):
+    with events.open("a") as f:
+        f.write(f"{what} {name}\\n")
+log("start")
+for _ in range(1200):
+    if events.read_text().count("start ") >= partners:
+        break
+    time.sleep(0.1)
+else:
+    sys.exit(1)
+log("end")
+print("== 1 passed in 1s ==")
+"""
+
+
+@dataclass(frozen=True)
+class Paired(teststreams.Stream):
+    events: str = ""
+    partners: int = 0
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", PAIRED, self.events, self.name, str(self.partners)]
+
+
+def _most_at_once(events: list[str]) -> int:
+    running = most = 0
+    for line in events:
+        running += 1 if line.startswith("start ") else -1
+        most = max(most, running)
+    return most
+
+
+def test_streams_run_two_at_a_time_and_each_reports_its_summary(tmp_path, capsys):
+    events = tmp_path / "events"
+    streams = [Paired(f"d{i}", "refos", (), events=str(events), partners=2 * (i // 2 + 1))
+               for i in range(4)]
     done = teststreams.run(streams, lanes=2)
-    took = time.monotonic() - started
-    assert 2 <= took < 3.8, f"4 one-second streams on 2 lanes took {took:.1f}s"
     assert teststreams.report(done)
+    log = events.read_text().splitlines()
+    assert _most_at_once(log) == 2, log
+    assert sorted(log[:2]) == ["start d0", "start d1"], log  # the first two, together
     table = capsys.readouterr().out.split("== VM test streams")[1].splitlines()
     assert sorted(line.split()[0] for line in table if "1 passed in 1s" in line) == [
         "d0", "d1", "d2", "d3"]
