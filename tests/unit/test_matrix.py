@@ -105,47 +105,84 @@ def test_local_uris_are_told_from_remote_ones():
 
 # -- runs, with a stand-in suite ----------------------------------------------------------
 
+# The stand-in suite logs its start and end, and ends only once `release` exists:
+# a test holds the runs to see which started together (two minutes at most, then it
+# fails instead of hanging).
 STAND_IN = '''
-import json, os, time
+import os, pathlib, time
 def test_stand_in(pytestconfig):
-    out = os.environ["MATRIX_TIMES"]
-    start = time.time()
-    time.sleep(1.5)
-    with open(out, "a") as f:
-        f.write(json.dumps([pytestconfig.getoption("--distro"), start, time.time()]) + "\\n")
+    events = pathlib.Path(os.environ["MATRIX_EVENTS"])
+    distro = pytestconfig.getoption("--distro")
+    with events.open("a") as f:
+        f.write(f"start {distro}\\n")
+    for _ in range(1200):
+        if events.with_name("release").exists():
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("never released")
+    with events.open("a") as f:
+        f.write(f"end {distro}\\n")
 '''
 
 
-def _stand_in_run(tmp_path, monkeypatch, free_mib: int, resolve=lambda name: None):
+def _stand_in_run(tmp_path, monkeypatch, free_mib: int, resolve=lambda name: None,
+                  hold=None):
     """Run the matrix over refos and refos-noapparmor with a suite that boots nothing
-    and only records when it ran (a stand-in for tests/suites, which boots VMs)."""
+    and only logs when it ran (a stand-in for tests/suites, which boots VMs). `hold`,
+    given the event log, looks at the runs while they are held, then they end."""
     suite = tmp_path / "test_stand_in.py"
     suite.write_text(STAND_IN)
-    times = tmp_path / "times.jsonl"
-    monkeypatch.setenv("MATRIX_TIMES", str(times))
+    events, release = tmp_path / "events", tmp_path / "release"
+    monkeypatch.setenv("MATRIX_EVENTS", str(events))
     opts = matrix.Options(tmp_path / "artifacts", ["qemu:///system"], [str(suite)])
-    statuses = matrix.run(["refos", "refos-noapparmor"], opts, {"qemu:///system": free_mib},
-                          resolve)
-    spans = {d: (s, e) for d, s, e in map(json.loads, times.read_text().splitlines())} \
-        if times.exists() else {}
-    return statuses, spans, opts.artifacts
+    if hold is None:
+        release.touch()
+    result = {}
+    runner = threading.Thread(target=lambda: result.update(matrix.run(
+        ["refos", "refos-noapparmor"], opts, {"qemu:///system": free_mib}, resolve)))
+    runner.start()
+    try:
+        if hold is not None:
+            hold(events)
+    finally:
+        release.touch()
+        runner.join()
+    log = events.read_text().splitlines() if events.exists() else []
+    return result, log, opts.artifacts
+
+
+def _wait_for_starts(events, count: int) -> list[str]:
+    """The event log once `count` runs have started (a guard of two minutes)."""
+    deadline = time.monotonic() + 120
+    while not events.exists() or events.read_text().count("start ") < count:
+        assert time.monotonic() < deadline, "the runs did not start"
+        time.sleep(0.1)
+    return events.read_text().splitlines()
 
 
 def test_matrix_runs_distros_in_parallel_when_memory_allows(tmp_path, monkeypatch):
-    statuses, spans, artifacts = _stand_in_run(tmp_path, monkeypatch, free_mib=8000)
+    # Both runs start while both are held: they ran at the same time.
+    statuses, log, artifacts = _stand_in_run(tmp_path, monkeypatch, free_mib=8000,
+                                             hold=lambda events: _wait_for_starts(events, 2))
     assert all(s["ran"] and s["exit_code"] == 0 for s in statuses.values()), statuses
-    (a0, a1), (b0, b1) = spans["refos"], spans["refos-noapparmor"]
-    assert a0 < b1 and b0 < a1, "the two runs did not overlap"
+    assert sorted(log[:2]) == ["start refos", "start refos-noapparmor"], log
     for name in statuses:
         assert (artifacts / name / "junit.xml").exists()
         assert json.loads((artifacts / name / "status.json").read_text())["ran"]
 
 
 def test_matrix_runs_one_at_a_time_when_memory_fits_one(tmp_path, monkeypatch):
-    statuses, spans, _ = _stand_in_run(tmp_path, monkeypatch, free_mib=1024 + 1280 + 500)
+    def one_running(events):
+        _wait_for_starts(events, 1)
+        with matrix._CHILDREN_LOCK:  # the matrix's own record of its running children
+            assert len(matrix._CHILDREN) == 1
+
+    statuses, log, _ = _stand_in_run(tmp_path, monkeypatch, free_mib=1024 + 1280 + 500,
+                                     hold=one_running)
     assert all(s["ran"] for s in statuses.values())
-    (_, a1), (b0, _) = sorted(spans.values())
-    assert a1 <= b0, "the two runs overlapped though memory fits one"
+    assert [e.split()[0] for e in log] == ["start", "end", "start", "end"], log
+    assert log[0].split()[1] == log[1].split()[1], log
 
 
 def test_distro_with_missing_image_is_not_run_and_fails_no_one(tmp_path, monkeypatch):
@@ -153,10 +190,10 @@ def test_distro_with_missing_image_is_not_run_and_fails_no_one(tmp_path, monkeyp
         if name == "refos-noapparmor":
             raise images.ImageUnavailable(f"{name}: not cached (stand-in reason)")
 
-    statuses, spans, artifacts = _stand_in_run(tmp_path, monkeypatch, 8000, resolve)
+    statuses, log, artifacts = _stand_in_run(tmp_path, monkeypatch, 8000, resolve)
     assert statuses["refos-noapparmor"] == {
         "ran": False, "reason": "image unavailable: refos-noapparmor: not cached (stand-in reason)"}
-    assert statuses["refos"]["exit_code"] == 0 and list(spans) == ["refos"]
+    assert statuses["refos"]["exit_code"] == 0 and log == ["start refos", "end refos"]
     assert matrix.exit_code(statuses) == 0
     runs = {r.name: r for r in report.load(artifacts)}
     assert runs["refos-noapparmor"].status.startswith("not run: image unavailable")
@@ -164,8 +201,8 @@ def test_distro_with_missing_image_is_not_run_and_fails_no_one(tmp_path, monkeyp
 
 
 def test_distro_too_big_for_any_host_is_not_run(tmp_path, monkeypatch):
-    statuses, spans, _ = _stand_in_run(tmp_path, monkeypatch, free_mib=2000)
-    assert not spans
+    statuses, log, _ = _stand_in_run(tmp_path, monkeypatch, free_mib=2000)
+    assert not log
     assert all("no host has that free" in s["reason"] for s in statuses.values())
 
 
@@ -255,9 +292,14 @@ def test_a_stopped_matrix_starts_no_distro_whose_turn_comes(tmp_path):
         while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         os.kill(proc.pid, signal.SIGTERM)  # the process this test started
-        assert proc.wait(timeout=20) != 0
-        time.sleep(2)
+        assert proc.wait(timeout=180) != 0
+        # The matrix has ended, and with it any chance to start the second distro.
         assert len(started.read_text().splitlines()) == 1, started.read_text()
+        statuses = {d: json.loads((tmp_path / "art" / d / "status.json").read_text())
+                    for d in ("refos", "refos-noapparmor")}
+        assert sorted(s["ran"] for s in statuses.values()) == [False, True], statuses
+        assert [s["reason"] for s in statuses.values() if not s["ran"]] == [
+            "the matrix was stopped"], statuses
     finally:
         if proc.poll() is None:
             proc.kill()
