@@ -1,30 +1,21 @@
 """What bug reproductions share: booting the exact image a bug was reported
-against, or skipping with what is missing and how to provide it."""
+against, found and skipped by the session's own rules (harness.plugin: skipped
+under --offline with the way to provide it, an error otherwise)."""
 
 import pytest
 
-from harness import catalog, images, plugin
-from harness.images import fetch
+from harness import catalog, plugin
 
 
 @pytest.fixture
 def boot_bug_distro(request, machine_factory, distro):
     """`boot_bug_distro(name)`: a machine of catalog entry `name` (the session's
-    shared machine when it is that distro); skips when its image cannot be had."""
+    shared machine when it is that distro)."""
     def boot(name: str):
         if name == distro.name:
             shared = request.getfixturevalue("machine")
             plugin.watch_shared(request, shared)
             return shared
-        target = catalog.get(name)
-        try:
-            images.resolve(target, offline=request.config.getoption("--offline"))
-        except images.ImageUnavailable as e:
-            pytest.skip(str(e))
-        except fetch.FetchError as e:
-            pytest.skip(f"{name}: image could not be fetched ({e}); provide a copy with "
-                        f"{images.env_var(target)}=PATH")
-        return machine_factory(f"bug-{name}", distro=target)
+        return machine_factory(f"bug-{name}", distro=catalog.get(name))
 
     return boot
-
