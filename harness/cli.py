@@ -260,8 +260,8 @@ def _out_folder(out: Path) -> Path:
 
 
 def cmd_repro(args: argparse.Namespace) -> int:
-    """Boot the image a bug was reported against, run its reproduction with the failure
-    shown (not hidden as an expected failure), and say where the evidence is."""
+    """Boot the image a bug was reported against, run its reproduction, show its
+    failure, and say whether it was the bug and where the evidence is."""
     import pytest
 
     from harness.plugin import bugs
@@ -271,21 +271,18 @@ def cmd_repro(args: argparse.Namespace) -> int:
     except LookupError as e:
         log.error("%s", e)
         return 2
-    targets = [args.distro] if args.distro else list(case.affected)
+    targets = [args.distro] if args.distro else list(case.bug.affected)
     artifacts = Path(args.artifacts).resolve()
     status = 0
     for target in targets:
-        print(f"harness repro: {args.bug} on {target} ({case.link()})")
+        print(f"harness repro: {args.bug} on {target} ({case.bug.link()})")
         argv = [case.node(target), f"--distro={target}", f"--artifacts={artifacts}",
-                "--runxfail", "-rA", "-p", "no:cacheprovider",
-                *(["--offline"] if args.offline else [])]
-        argv += ["--keep-vm"] if args.keep_vm else []
+                "--rootdir", str(REPO), "-rA", "-p", "no:cacheprovider",
+                *(["--offline"] if args.offline else []), *(["--keep-vm"] if args.keep_vm else [])]
         outcomes = _Outcomes()
         code = int(pytest.main(argv, plugins=[outcomes]))
-        status = status or code
-        verdict = {0: "did not reproduce", 1: "REPRODUCED"}.get(code, f"pytest exited {code}")
-        if code == 0 and outcomes.skipped and not outcomes.ran:
-            verdict = "not tried (skipped; the reason is above)"
+        verdict = outcomes.verdict(code)
+        status = status or (1 if verdict == "REPRODUCED" else code)
         print(f"\nharness repro: {target}: {verdict}")
         for found in sorted((artifacts / target).glob("**/console.log")):
             print(f"  evidence:      {found.parent}")
@@ -293,16 +290,28 @@ def cmd_repro(args: argparse.Namespace) -> int:
 
 
 class _Outcomes:
-    """A pytest plugin that tells a skipped reproduction from one that ran and passed."""
+    """A pytest plugin that shows a reproduction's failure (the bug plugin reports it
+    as "reproduces <url>") and tells it from a pass, another failure or a skip."""
 
     def __init__(self) -> None:
-        self.ran = self.skipped = 0
+        self.reproduced = self.ran = self.skipped = 0
 
     def pytest_runtest_logreport(self, report: "TestReport") -> None:
-        if report.skipped:
+        if str(getattr(report, "wasxfail", "")).startswith("reproduces "):
+            self.reproduced += 1
+            print(f"\n--- the failure ---\n{report.longreprtext}")
+        elif report.skipped:
             self.skipped += 1
         elif report.when == "call":
             self.ran += 1
+
+    def verdict(self, code: int) -> str:
+        if self.reproduced:
+            return "REPRODUCED"
+        if self.skipped and not self.ran:
+            return "not tried (skipped; the reason is above)"
+        return {0: "did not reproduce"}.get(
+            code, f"did not reproduce: pytest exited {code} (the reason is above)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -89,17 +89,6 @@ class Promises:
 
 
 @dataclass(frozen=True)
-class KnownBug:
-    """A reported bug this distro exists to reproduce. The tests it makes fail are
-    expected to fail with its symptom: that is "reproduces <url>", not red; another
-    failure, or a pass (fixed, or changed), is red."""
-
-    url: str
-    symptom: str  # text the failure must contain
-    tests: tuple[str, ...]  # node ids without parameters, e.g. tests/suites/test_x.py::test_y
-
-
-@dataclass(frozen=True)
 class Distro:
     name: str
     title: str
@@ -110,7 +99,6 @@ class Distro:
     sources: tuple[str, ...] = ()
     # Facts not confirmed, one per item as "field: why" (e.g. "image.digest: host gone").
     unverified: tuple[str, ...] = ()
-    reproduces: tuple[KnownBug, ...] = ()
 
     @property
     def builtin(self) -> bool:

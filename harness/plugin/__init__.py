@@ -30,10 +30,11 @@ MARKERS = {
     "evidence.CHECKS), e.g. allow('segfault')": "",
     "promise(*names): the test checks these catalog promises (harness.plugin.promises."
     "PROMISES); skipped before any boot, in the catalog's words, where they are not made": "",
-    "bug(url, affected, fixed, affected_versions, fixed_versions, nearest): reproduces a "
-    "reported bug (url \"\" when none was found, nearest: the closest report); "
-    "parametrize the test over `bug_distro`; on the affected distros it must fail "
-    "with the bug's symptom (pytest.fail), anything else is a real failure": "",
+    "bug(url, affected, symptom, fixed, affected_versions, fixed_versions, nearest): the "
+    "test meets a reported bug (url \"\" when none was found, nearest: the closest "
+    "report); on an affected distro (the `bug_distro` parameter, else the run's) a "
+    "failure whose message matches the symptom (a regular expression) is "
+    "\"reproduces <url>\", any other failure or a pass is red": "",
 }
 
 
@@ -108,7 +109,7 @@ def _item_distro(item: pytest.Item) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Decide before any boot: promises a distro does not make skip their tests in the
-    catalog's words; a bug reproduction is an expected failure where the bug is."""
+    catalog's words; a bug marker must be one the run can judge by."""
     known = config.stash[_CATALOG]
     for item in items:
         distro = known[_item_distro(item)]
@@ -116,40 +117,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if names and (why := promises.unmet(names, distro,
                                             config.getoption("--open-network"))):
             item.add_marker(pytest.mark.skip(reason=why))
-        _mark_bug(item)
+        _bug(item)
 
 
-def _mark_bug(item: pytest.Item) -> None:
-    bug = item.get_closest_marker("bug")
+def _bug(item: pytest.Item) -> bugs.Bug | None:
+    """The bug `item` meets, if its distro is affected (the `bug_distro` it is
+    parametrized with, else the run's)."""
+    mark = item.get_closest_marker("bug")
+    if mark is None:
+        return None
+    try:
+        bug = bugs.Bug.from_mark(mark, item.nodeid)
+    except bugs.BugMarkError as e:
+        raise pytest.UsageError(str(e)) from None
     params = getattr(item, "callspec", None)
-    if bug is None or params is None or "bug_distro" not in params.params:
-        return
-    target = params.params["bug_distro"]
-    if target in bug.kwargs.get("affected", ()):
-        # Only the bug's symptom, reported with pytest.fail, counts: a failed
-        # precondition or a harness error on the way is a real failure.
-        item.add_marker(pytest.mark.xfail(
-            strict=True, raises=pytest.fail.Exception,
-            reason=f"{target} is affected by a reported bug "
-            f"({bugs.link(bug.kwargs.get('url', ''), bug.kwargs.get('nearest', ''))})"))
+    target = params.params["bug_distro"] if params is not None and \
+        "bug_distro" in params.params else _item_distro(item)
+    return bug if target in bug.affected else None
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     """Keep each phase's report on the item (teardown code needs the outcome), and
-    judge a test that a bug the distro exists to reproduce makes fail."""
+    judge a test on a distro a bug it meets affects."""
     report = yield
     if report.when == "call" or (report.when == "setup" and report.failed):
-        _judge_known_bug(item, report)
+        _judge_bug(item, call, report)
     setattr(item, f"harness_report_{report.when}", report)
     return report
 
 
-def _judge_known_bug(item: pytest.Item, report: pytest.TestReport) -> None:
-    known = item.config.stash[_CATALOG][_item_distro(item)].reproduces
-    if not known or hasattr(report, "wasxfail"):
+def _judge_bug(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport) -> None:
+    bug = _bug(item)
+    if bug is None:
         return
-    verdict = bugs.judge(known, item.nodeid, report.outcome, report.longreprtext)
+    message = str(call.excinfo.value) if call.excinfo is not None else ""
+    verdict = bugs.judge(bug, report.outcome, message)
     if verdict.reproduces:
         report.outcome, report.wasxfail = "skipped", f"reproduces {verdict.reproduces}"
     elif verdict.message:

@@ -7,9 +7,9 @@ than running a container needs, so the kernel denied it and Docker reported
 Reproduced here by that mechanism on refos-snap (snapd 2.57, AppArmor, a strictly
 confined docker snap built from Debian's binaries): with the docker-support plugs
 disconnected, the snap's profile (snap.docker.dockerd) lacks the rules containers
-need, and `docker run` fails. The case asserts both the symptom ("permission
-denied" in Docker's error) and the cause (an apparmor="DENIED" kernel line for the
-snap's profile); any other failure is not this bug. The fix is shown beside it: with
+need, and `docker run` fails. The bug's symptom is both ("permission denied" in
+Docker's error) and the cause (an apparmor="DENIED" kernel line for the snap's
+profile); any other failure is not this bug. The fix is shown beside it: with
 the interfaces connected, as a store-signed docker snap gets them automatically, the
 same `docker run` succeeds.
 
@@ -37,14 +37,24 @@ DAEMON_PLUGS = ("support", "privileged")
 RUN = f"docker run --rm --network none {dockerimage.TAG} true"
 
 
+DENIALS = "--- AppArmor denials of the docker snap's profiles ---"
+# The bug is both: Docker said "permission denied", and the kernel denied the snap's
+# profile (the failure message below puts the denials after DENIALS).
+BUG = pytest.mark.bug(url="", nearest=NEAREST, affected=["refos-snap", "snappy-1504"],
+                      fixed=[], symptom=rf"(?i){SYMPTOM}.*\n{re.escape(DENIALS)}\n"
+                                        rf"[^\n]*{SNAP_PROFILE.pattern}")
+
+
 def snap_denials(kernel_log: str) -> list[str]:
     """The kernel's AppArmor denials for the docker snap's own profiles."""
     return [line for line in kernel_log.splitlines() if SNAP_PROFILE.search(line)]
 
 
-def is_this_bug(docker_error: str, kernel_log: str) -> bool:
-    """Docker said "permission denied" and the kernel denied the snap's profile."""
-    return SYMPTOM in docker_error.lower() and bool(snap_denials(kernel_log))
+def failure(name: str, docker_error: str, kernel_log: str) -> str:
+    """What a failed `docker run` reports: Docker's error, then the kernel's denials
+    of the snap's profiles (BUG's symptom needs both)."""
+    denials = "\n".join(snap_denials(kernel_log)[-10:]) or "(none)"
+    return f"docker run failed on {name}: {docker_error.strip()}\n{DENIALS}\n{denials}"
 
 
 def _kernel_log_since(m, since: str) -> str:
@@ -77,17 +87,13 @@ def _reproduce_on_refos_snap(m) -> None:
     finally:
         _restart_connected(m)
     assert result.status != 0, "docker run succeeded without docker-support: not reproduced"
-    _fail_as_this_bug("refos-snap", result, log)
+    _fail("refos-snap", result, log)
 
 
-def _fail_as_this_bug(name: str, result, log: str) -> None:
-    """A failed `docker run`: the reproduction when it is this bug, else a plain failure."""
-    assert is_this_bug(result.stderr, log), (
-        f"docker run failed, but not with this bug (symptom {SYMPTOM!r} and an AppArmor "
-        f"denial of the snap's profile): {result}\n--- kernel log ---\n{log}")
-    evidence = "\n".join(snap_denials(log)[-10:])
-    pytest.fail(f"reproduced on {name}: {result.stderr.strip()}\n"
-                f"--- AppArmor denials of the docker snap ---\n{evidence}")
+def _fail(name: str, result, log: str) -> None:
+    """A failed `docker run`: the plugin tells the bug (BUG's symptom) from another
+    failure by this message."""
+    pytest.fail(failure(name, result.stderr, log))
 
 
 def _reproduce_on_snappy(m, name: str) -> None:
@@ -100,7 +106,7 @@ def _reproduce_on_snappy(m, name: str) -> None:
     m.succeed("docker load", stdin=dockerimage.build())
     result = m.run(RUN)
     if result.status != 0:
-        _fail_as_this_bug(name, result, _kernel_log_since(m, since))
+        _fail(name, result, _kernel_log_since(m, since))
 
 
 def _require_refos_snap(distro) -> None:
@@ -110,7 +116,7 @@ def _require_refos_snap(distro) -> None:
 
 
 @pytest.mark.vm
-@pytest.mark.bug(url="", nearest=NEAREST, affected=["refos-snap", "snappy-1504"], fixed=[])
+@BUG
 @pytest.mark.parametrize("bug_distro", ["refos-snap", "snappy-1504"])
 def test_docker_snap_runs_a_container(bug_distro, distro, boot_bug_distro):
     if bug_distro == "refos-snap":

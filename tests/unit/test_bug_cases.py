@@ -9,8 +9,9 @@ import pytest
 from harness import catalog
 from harness.paths import REPO
 from harness.plugin import bugs
-from tests.bugs import test_docker_apparmor as apparmor_case
 from tests.bugs import test_snappy_docker_permission_denied as snappy_case
+
+CASES = bugs.collect()  # tests/bugs, as pytest collects it
 
 # The daemon's error as moby/moby#44900 quotes it (Docker 23.0.0, Debian 11).
 MOBY_44900 = ("Error response from daemon: AppArmor enabled on system but the docker-default "
@@ -28,16 +29,17 @@ DOCKER_SNAP_95 = ("docker: Error response from daemon: AppArmor enabled on syste
 
 
 def test_apparmor_case_points_at_moby_44900_with_versions():
-    case = bugs.find("docker_apparmor")
-    assert case.url == "https://github.com/moby/moby/issues/44900"
-    assert apparmor_case.AFFECTED_VERSIONS == ["Docker Engine 23.0.0"]
-    assert apparmor_case.FIXED_VERSIONS[0].startswith("Docker Engine 23.0.1")
+    case = bugs.find("docker_apparmor", CASES)
+    assert case.bug.url == "https://github.com/moby/moby/issues/44900"
+    assert case.bug.affected_versions == ("Docker Engine 23.0.0",)
+    assert case.bug.fixed_versions[0].startswith("Docker Engine 23.0.1")
 
 
 def test_apparmor_symptom_is_44900s_and_not_another_apparmor_failure():
-    assert apparmor_case.SYMPTOM.search(MOBY_44900)
-    assert not apparmor_case.SYMPTOM.search(MOBY_20554)
-    assert not apparmor_case.SYMPTOM.search(DOCKER_SNAP_95)
+    bug = bugs.find("docker_apparmor", CASES).bug
+    assert bug.shows_in(MOBY_44900)
+    assert not bug.shows_in(MOBY_20554)
+    assert not bug.shows_in(DOCKER_SNAP_95)
 
 
 # docker-snap/docker#5 (Ubuntu Core 16, 2016-11-09), as the report quotes them: the
@@ -55,18 +57,24 @@ DOCKER_DEFAULT_DENIAL = DOCKER_SNAP_5_KERNEL.replace('profile="snap.docker.docke
                                                      'profile="docker-default"')
 
 
+def _snappy_shows(error: str, kernel: str) -> bool:
+    """Whether the case's failure message, as it writes it, shows its bug's symptom."""
+    bug = bugs.find("snappy_docker_permission_denied", CASES).bug
+    return bug.shows_in(snappy_case.failure("refos-snap", error, kernel))
+
+
 def test_snappy_case_names_no_2015_report_and_the_nearest_upstream_one():
-    case = bugs.find("snappy_docker_permission_denied")
-    assert case.url == ""
-    assert case.nearest == "https://github.com/docker-snap/docker/issues/5"
-    assert case.link() == "no tracker link; nearest report " + case.nearest
-    assert set(case.affected) == {"snappy-1504", "refos-snap"} and case.fixed == ()
+    bug = bugs.find("snappy_docker_permission_denied", CASES).bug
+    assert bug.url == ""
+    assert bug.nearest == "https://github.com/docker-snap/docker/issues/5"
+    assert bug.link() == "no tracker link; nearest report " + bug.nearest
+    assert set(bug.affected) == {"snappy-1504", "refos-snap"} and bug.fixed == ()
 
 
 def test_snappy_case_takes_docker_snap_5s_failure_for_the_bug():
     assert snappy_case.snap_denials(f"other line\n{DOCKER_SNAP_5_KERNEL}\n") == \
         [DOCKER_SNAP_5_KERNEL]
-    assert snappy_case.is_this_bug(DOCKER_SNAP_5_ERROR, DOCKER_SNAP_5_KERNEL)
+    assert _snappy_shows(DOCKER_SNAP_5_ERROR, f"other line\n{DOCKER_SNAP_5_KERNEL}\n")
 
 
 @pytest.mark.parametrize(("error", "kernel"), [
@@ -77,7 +85,7 @@ def test_snappy_case_takes_docker_snap_5s_failure_for_the_bug():
      DOCKER_SNAP_5_KERNEL),  # a denial, but Docker did not say permission denied
 ])
 def test_snappy_case_rejects_failures_that_lack_the_symptom_or_the_cause(error, kernel):
-    assert not snappy_case.is_this_bug(error, kernel)
+    assert not _snappy_shows(error, kernel)
 
 
 # What refos-snap's docker snap said, and the kernel logged, with docker-support
@@ -94,7 +102,7 @@ REFOS_SNAP_KERNEL = (
 
 
 def test_snappy_case_takes_refos_snaps_own_failure_for_the_bug():
-    assert snappy_case.is_this_bug(REFOS_SNAP_ERROR, REFOS_SNAP_KERNEL)
+    assert _snappy_shows(REFOS_SNAP_ERROR, REFOS_SNAP_KERNEL)
 
 
 def test_repro_says_a_skipped_reproduction_was_not_tried():
@@ -108,14 +116,29 @@ def test_repro_says_a_skipped_reproduction_was_not_tried():
 
 
 def test_pivot_root_case_checks_the_first_fixed_release_v141():
-    case = bugs.find("rancheros_pivot_root")
-    assert case.affected == ("rancheros-14",)
-    assert case.fixed[0] == "rancheros-141"
+    bug = bugs.find("rancheros_pivot_root", CASES).bug
+    assert bug.affected == ("rancheros-14",)
+    assert bug.fixed[0] == "rancheros-141"
     assert "v1.4.1" in catalog.get("rancheros-141").title
 
 
-@pytest.mark.parametrize("name", bugs.known())
-def test_every_distro_a_bug_case_names_is_in_the_catalog(name):
-    case = bugs.find(name)
-    for distro in case.affected + case.fixed:
+def test_the_bug_cases_are_found_by_their_module_names_and_only_those():
+    assert sorted(c.name for c in CASES) == [
+        "docker_apparmor", "rancheros_pivot_root", "snappy_docker_permission_denied"]
+    with pytest.raises(LookupError, match="known: docker_apparmor, rancheros_pivot_root"):
+        bugs.find("docker", CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_every_distro_a_bug_case_names_is_in_the_catalog(case):
+    for distro in case.bug.affected + case.bug.fixed:
         catalog.get(distro)
+
+
+def test_the_library_imports_no_test_module():
+    """harness/ finds the cases through pytest, never by importing tests/."""
+    code = ("import sys, harness.cli, harness.plugin, harness.plugin.bugs; "
+            "print(sorted(m for m in sys.modules if m.startswith('tests')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

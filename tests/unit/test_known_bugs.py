@@ -1,5 +1,7 @@
-"""A distro built to reproduce a bug: its failures with the symptom are "reproduces
-<url>", not red; any other failure, or a pass, is red (kola's denylist, as data)."""
+"""A test that meets a reported bug carries its `bug` marker: on an affected distro
+its failure with the symptom is "reproduces <url>", not red; any other failure, or a
+pass, is red (kola's denylist, as data on the test). moby#44900 is the example:
+refos-noapparmor is built to have it, and two suite tests meet it."""
 
 import textwrap
 from pathlib import Path
@@ -7,54 +9,66 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from harness import catalog
+from harness.paths import REPO
 from harness.plugin import bugs
+from tests.bugs.known import MOBY_44900
 from tests.helpers import run_pytest
 
-BUG = catalog.get("refos-noapparmor").reproduces[0]
-TEST = "tests/suites/test_docker.py::test_container_runs_from_image_loaded_offline"
+BUG = bugs.Bug.from_mark(MOBY_44900.mark, "moby#44900")
+# The daemon's error as moby/moby#44900 quotes it (Docker 23.0.0, Debian 11).
+ERROR = ("docker: Error response from daemon: AppArmor enabled on system but the "
+         "docker-default profile could not be loaded: running `apparmor_parser "
+         "apparmor_parser --version` failed with output: \nerror: exec: \"apparmor_parser\": "
+         "executable file not found in $PATH\n")
+SUITES = ("tests/suites/test_docker.py::test_container_runs_from_image_loaded_offline",
+          "tests/suites/test_rollback.py::"
+          "test_update_then_rollback_switch_slots_and_keep_docker_state")
 
 
-def test_refos_noapparmor_reproduces_moby_44900_in_two_suite_tests():
-    assert BUG.url == "https://github.com/moby/moby/issues/44900"
-    assert TEST in BUG.tests and len(BUG.tests) == 2
+def test_two_suite_tests_and_the_bug_case_meet_moby_44900_on_refos_noapparmor():
+    cases = bugs.collect(REPO / "tests" / "suites", bugs.BUGS)
+    meeting = {c.nodeid for c in cases if c.bug.url == BUG.url}
+    assert meeting == {*SUITES, "tests/bugs/test_docker_apparmor.py::"
+                       "test_docker_run_works_with_apparmor_enabled_kernel"}
+    assert BUG.affected == ("refos-noapparmor",) and BUG.fixed == ("refos",)
 
 
-@pytest.mark.parametrize(("outcome", "text", "expected"), [
-    ("failed", f"docker: Error response from daemon: {BUG.symptom}.", ("skipped", BUG.url)),
+@pytest.mark.parametrize(("outcome", "message", "expected"), [
+    ("failed", f"`docker run` exited 125\n--- stderr ---\n{ERROR}", ("skipped", BUG.url)),
     ("failed", "docker: no space left on device", ("failed", "")),
     ("passed", "", ("failed", "")),
     ("skipped", "not promised", ("skipped", "")),
 ])
-def test_only_the_symptom_turns_a_failure_into_a_reproduction(outcome, text, expected):
-    verdict = bugs.judge((BUG,), TEST, outcome, text)
+def test_only_the_symptom_turns_a_failure_into_a_reproduction(outcome, message, expected):
+    verdict = bugs.judge(BUG, outcome, message)
     assert (verdict.outcome, verdict.reproduces) == expected
     if verdict.outcome == "failed":
         assert BUG.url in verdict.message
 
 
-def test_tests_the_bug_does_not_name_are_left_alone():
-    other = "tests/suites/test_readonly.py::test_promised_readonly_paths_are_mounted_readonly"
-    assert bugs.judge((BUG,), other, "failed", BUG.symptom) == bugs.Verdict("failed")
-
-
-def _run(tmp_path: Path, body: str) -> tuple[int, ET.Element]:
+def _run(tmp_path: Path, body: str, distro: str = "refos-noapparmor",
+         marker: str = "MOBY_44900") -> tuple[int, ET.Element]:
     """pytest with the harness plugin on a stand-in for the suite test, as the
     matrix runs it (no VM: the stand-in fails or passes by itself)."""
     suite = tmp_path / "tests" / "suites"
     suite.mkdir(parents=True)
     (suite / "test_docker.py").write_text(textwrap.dedent(f"""
+        import pytest
+        from tests.bugs.known import MOBY_44900
+
+        @{marker}
         def test_container_runs_from_image_loaded_offline():
             {body}
     """))
     junit = tmp_path / "junit.xml"
-    code = run_pytest("--distro=refos-noapparmor", f"--junitxml={junit}",
-                      "--rootdir", str(tmp_path), str(suite), cwd=tmp_path).returncode
+    code = run_pytest(f"--distro={distro}", f"--junitxml={junit}", "--rootdir",
+                      str(tmp_path), str(suite), cwd=tmp_path,
+                      env={"PYTHONPATH": str(REPO)}).returncode
     return code, ET.parse(junit).getroot().find(".//testcase")
 
 
-def test_the_known_failure_is_reported_as_a_reproduction_and_the_run_is_green(tmp_path):
-    code, case = _run(tmp_path, f"raise AssertionError({BUG.symptom!r})")
+def test_the_bugs_failure_is_reported_as_a_reproduction_and_the_run_is_green(tmp_path):
+    code, case = _run(tmp_path, f"raise RuntimeError({ERROR!r})")
     assert code == 0
     assert case.find("skipped").get("message") == f"reproduces {BUG.url}"
 
@@ -62,11 +76,21 @@ def test_the_known_failure_is_reported_as_a_reproduction_and_the_run_is_green(tm
 def test_a_different_failure_on_the_same_test_is_still_red(tmp_path):
     code, case = _run(tmp_path, "raise AssertionError('no space left on device')")
     assert code == 1
-    assert "not with the symptom" in case.find("failure").get("message", "") + \
-        (case.find("failure").text or "")
+    failure = case.find("failure")
+    assert "not with the symptom" in failure.get("message", "") + (failure.text or "")
 
 
 def test_the_bug_no_longer_reproducing_is_red(tmp_path):
     code, case = _run(tmp_path, "pass")
     assert code == 1
     assert "fixed or changed" in (case.find("failure").text or "")
+
+
+def test_on_a_distro_the_bug_does_not_affect_its_symptom_is_red(tmp_path):
+    code, case = _run(tmp_path, f"raise RuntimeError({ERROR!r})", distro="refos")
+    assert code == 1 and case.find("failure") is not None
+
+
+def test_a_bug_marker_without_a_symptom_is_a_usage_error(tmp_path):
+    code, _ = _run(tmp_path, "pass", marker='pytest.mark.bug(url="u", affected=["refos"])')
+    assert code == 4  # pytest's usage error, before any test runs

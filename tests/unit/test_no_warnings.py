@@ -35,7 +35,8 @@ def test_recording_dockers_version_warns_nothing_and_lands_in_junit(tmp_path):
     junit = tmp_path / "junit.xml"
     result = run_pytest("-W", "error::pytest.PytestWarning", "--distro=refos",
                         f"--junitxml={junit}", "--rootdir", str(tmp_path),
-                        f"{suite / 'test_docker.py'}::test_docker_info_answers", cwd=tmp_path)
+                        f"{suite / 'test_docker.py'}::test_docker_info_answers", cwd=tmp_path,
+                        env={"PYTHONPATH": str(REPO)})  # the suite imports tests.bugs
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     assert "warning" not in out.lower(), out[-3000:]
