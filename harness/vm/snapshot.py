@@ -107,6 +107,12 @@ class Templates:
         self.saves: dict[str, Saved] = {}
         self.holders: dict[str, object] = {}
         self.cache_keys: dict[str, str] = {}
+        self.throwaway: set[str] = set()
+
+    def throw_away(self, key: str) -> None:
+        """The kept save of recipe `key` leaves the warm cache when this session
+        closes: it was made for this session only (the bench's cold and warm starts)."""
+        self.throwaway.add(key)
 
     def restore(self, key: str, boot_template: Callable[[], object], machine) -> object:
         """`machine`, restored from the save of recipe `key`. A save that does not
@@ -186,4 +192,8 @@ class Templates:
         for saved in self.saves.values():
             saved.close(self.conn)
         if self.cache is not None:
+            for key in sorted(self.throwaway & self.cache_keys.keys()):
+                if not self.cache.discard(self.cache_keys[key]):
+                    log.warning("the save %s is in use by another session: left for it",
+                                self.cache_keys[key])
             self.cache.close()

@@ -140,3 +140,16 @@ def test_a_save_folder_someone_else_could_change_is_refused(tmp_path, monkeypatc
         os.chmod(tmp_path / "cache" / "saves", 0o777)
     with pytest.raises(paths.UnsafeRuntimeDir, match="HARNESS_CACHE"):
         savecache.SaveCache(None)
+
+
+def test_a_save_thrown_away_leaves_the_cache_when_the_session_closes(cache, tmp_path):
+    """The bench's warm start makes a save for itself only: Templates.throw_away
+    removes it from the warm cache at close; another recipe's save stays."""
+    for key in ("aaaa11", "bbbb12"):
+        _entry(cache, key, 1, time.time(), tmp_path)
+    templates = snapshot.Templates(cache.conn, cache)
+    templates.cache_keys.update({"mine": "aaaa11", "kept": "bbbb12"})
+    templates.throw_away("mine")
+    templates.close()
+    assert not cache.entry("aaaa11").exists() and not _volumes(cache.conn, "aaaa11")
+    assert cache.entry("bbbb12").exists() and _volumes(cache.conn, "bbbb12")
