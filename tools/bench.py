@@ -24,12 +24,12 @@ from pathlib import Path
 
 import libvirt
 
-from harness import catalog, seed, settings
+from harness import catalog, seed, settings, signals
 from harness.log import log, setup_cli_logging
 from harness.paths import REPO
 from harness.seed import keys
 from harness.signals import unwind_on_sigterm, wait_interruptibly
-from harness.vm import runs, savecache, snapshot, storage, timeouts
+from harness.vm import runs, snapshot, storage, timeouts
 from harness.vm.domain import NIC_SLOT, OVMF_CODE, OVMF_VARS, netdev_arg
 from harness.vm.machine import Machine, Recipe
 from harness.vm.session import Options, Session
@@ -199,8 +199,7 @@ def bare_boot(distro, image, work: Path, accel_name: str,
             time.sleep(0.2)
         return {"to_first_command_s": round(time.monotonic() - started, 1)}
     finally:
-        qemu.terminate()
-        qemu.wait()
+        signals.stop([qemu])
         port_lock.release()
         if group:
             group.rmdir()
@@ -266,23 +265,18 @@ def warm_vs_cold(distro) -> dict:
     is removed at the end."""
     marker = {"write_files": [{"path": "/etc/harness-bench", "content": f"{time.time()}\n"}]}
     out: dict = {}
-    key = ""
-    try:
-        for mode in ("cold", "warm"):
-            started = time.monotonic()
-            with Session(Options(artifacts=OUT / f"start-{mode}")) as session:
-                recipe = session.recipe(distro, extra_config=marker)
-                m = session.machine(f"bench-{mode}", recipe)
-                m.succeed("true")
-                out[f"{mode}_start_s"] = round(time.monotonic() - started, 1)
-                key = session.templates.cache_keys.get(recipe.key(), key)
-    finally:
-        if key:
-            conn = libvirt.open(Options().libvirt_uri)
+    for mode in ("cold", "warm"):
+        started = time.monotonic()
+        with Session(Options(artifacts=OUT / f"start-{mode}")) as session:
+            recipe = session.recipe(distro, extra_config=marker)
             try:
-                savecache.SaveCache(conn).discard(key)
-            finally:
-                conn.close()
+                session.machine(f"bench-{mode}", recipe).succeed("true")
+            except BaseException:  # the save, if made, goes with the session
+                session.templates.throw_away(recipe.key())
+                raise
+            out[f"{mode}_start_s"] = round(time.monotonic() - started, 1)
+            if mode == "warm":
+                session.templates.throw_away(recipe.key())
     out["ratio"] = round(out["warm_start_s"] / out["cold_start_s"], 3)
     return out
 
@@ -330,24 +324,6 @@ def join_or_stop(session: Session, threads: list[threading.Thread], names: list[
         raise
 
 
-def run_child(cmd: list[str]) -> int:
-    """A child process's exit status. On SIGTERM the child gets SIGTERM too and is
-    waited for, so a pytest child removes its own machines (subprocess.run would
-    SIGKILL it, leaving its domain and volumes to a later sweep)."""
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_interruptibly(lambda: child.poll() is not None)
-        return child.returncode
-    except BaseException:
-        child.terminate()
-        try:
-            child.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-        raise
-
-
 def suites(distro_name: str) -> dict:
     """Wall time of a suite subset with restores (the default) and with cold boots,
     against the guest boot time inside each run."""
@@ -356,10 +332,11 @@ def suites(distro_name: str) -> dict:
         artifacts = OUT / f"suite-{mode}"
         shutil.rmtree(artifacts, ignore_errors=True)
         started = time.monotonic()
-        status = run_child(
+        status = signals.run_child(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
              f"--distro={distro_name}", f"--artifacts={artifacts}", "--offline", *extra,
-             *(str(REPO / "tests/suites" / f) for f in ("test_docker.py", "test_readonly.py"))])
+             *(str(REPO / "tests/suites" / f) for f in ("test_docker.py", "test_readonly.py"))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wall = time.monotonic() - started
         boots = _boot_seconds(artifacts)
         out[mode] = {"wall_s": round(wall, 1), "guest_boot_s": round(boots, 1),

@@ -23,13 +23,13 @@ pytestmark = pytest.mark.vm
 
 PARTS = {
     "two_at_once": "bench.two_at_once(s, s.recipe(catalog.get(DISTRO)), 100.0)",
-    "suites_child": "bench.run_child([sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',"
+    "suites_child": "signals.run_child([sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',"
                     " '--offline', f'--distro={DISTRO}', 'tests/harness/hold_a_machine.py'])",
 }
 DRIVER = """
 import sys
 from pathlib import Path
-from harness import catalog
+from harness import catalog, signals
 from harness.signals import unwind_on_sigterm
 from harness.vm.session import Options, Session
 from tools import bench
