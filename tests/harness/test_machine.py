@@ -28,13 +28,12 @@ def test_kernel_panic_fails_the_boot_long_before_its_timeout_and_quotes_the_pani
     # No initrd and a root that does not exist: the kernel panics at its root mount.
     panic = KernelBoot(local_image.kernel, "console=ttyS0 root=/dev/nonexistent panic=0")
     m = harness_session.new_machine("panic", harness_session.recipe(distro, kernel_boot=panic))
-    started = time.monotonic()
     with pytest.raises(BootFailure, match="kernel-panic") as failure:
         m.start()
-    # The console watch ends it as the panic is printed; a fixed figure in seconds would
-    # measure the host's load (40 s with seven guests on two cores), not the harness.
-    assert time.monotonic() - started < timeouts.get("boot") / 3
+    # The console watch ended it (a BootFailure naming the panic), not the boot's
+    # timeout (a MachineError saying "not within"): proven by what, not how fast.
     assert "Kernel panic - not syncing" in str(failure.value)
+    assert "not within" not in str(failure.value)
     assert m.res.domain is None and not m.res.volumes and m.res.port is None
 
 
@@ -52,11 +51,10 @@ def test_domain_destroyed_while_waiting_fails_within_seconds(harness_session, di
 
     killer = threading.Thread(target=destroy_once_running)
     killer.start()
-    started = time.monotonic()
-    with pytest.raises(BootFailure, match="no longer running"):
+    with pytest.raises(BootFailure, match="no longer running") as failure:
         m.start()
     killer.join()
-    assert time.monotonic() - started < 60
+    assert "not within" not in str(failure.value)  # the dead domain ended it, not time
 
 
 def _qemu_pid(m) -> int:
@@ -76,17 +74,32 @@ def test_qemu_killed_mid_command_is_a_machine_error_with_the_console(machine_fac
     assert "no longer running" in message and "last console lines:" in message
 
 
-def test_wrong_host_key_fails_in_seconds_not_after_the_boot_timeout(machine_factory, tmp_path):
+def _counted_handshakes(m) -> list[float]:
+    """Each SSH handshake the machine's connection starts (the harness's own
+    method, wrapped to count; paramiko does the handshake)."""
+    calls: list[float] = []
+    connect = m._ssh._connect
+
+    def counted(timeout: float):
+        calls.append(timeout)
+        return connect(timeout)
+
+    m._ssh._connect = counted
+    return calls
+
+
+def test_wrong_host_key_fails_at_the_first_handshake_not_after_the_boot_timeout(
+        machine_factory, tmp_path):
     m = machine_factory("impostor")
     real = m.host_key
     m.host_key = keys.generate(tmp_path, "other_host_key", "impostor")  # pin the wrong key
     m._connect_ssh()
-    started = time.monotonic()
+    handshakes = _counted_handshakes(m)
     with pytest.raises(MachineError, match="host key"):
         m.wait_until_succeeds("true")
     with pytest.raises(MachineError, match="host key"):
         m.run("true")
-    assert time.monotonic() - started < 10
+    assert len(handshakes) == 2  # one each: a refused host key is never tried again
     m.host_key = real  # the guest is fine: let teardown's checks in
     m._connect_ssh()
 
@@ -103,12 +116,12 @@ def test_wait_for_unit_fails_at_once_on_a_failed_or_inactive_unit(machine):
     # A oneshot's start job ends when `false` has exited, so the unit has failed by
     # the time systemd-run returns; a simple service would still be "active".
     machine.run("systemd-run --unit=harness-fails --property=Type=oneshot false")
-    started = time.monotonic()
+    # CommandFailed with the unit's state: the wait ended on it, not on its timeout
+    # (a MachineError saying "not within").
     with pytest.raises(CommandFailed, match=r"harness-fails\.service failed"):
         machine.wait_for_unit("harness-fails.service")
     with pytest.raises(CommandFailed, match="inactive and no job will start it"):
         machine.wait_for_unit("harness-never-started.service")
-    assert time.monotonic() - started < 30
     machine.succeed("systemctl reset-failed harness-fails.service")
     machine.wait_for_unit("ssh.service")
 

