@@ -4,6 +4,8 @@ Docker's version runs here, with a stand-in machine that answers its two command
 `-W error::pytest.PytestWarning` and the default junit family (xunit2)."""
 
 import shutil
+import subprocess
+import sys
 import textwrap
 from xml.etree import ElementTree as ET
 
@@ -42,3 +44,15 @@ def test_recording_dockers_version_warns_nothing_and_lands_in_junit(tmp_path):
     assert "warning" not in out.lower(), out[-3000:]
     found = {p.get("name"): p.get("value") for p in ET.parse(junit).getroot().iter("property")}
     assert found == {"docker_version": "27.5.1", "storage_driver": "overlay2"}
+
+
+def test_pytest_started_by_the_cli_warns_nothing():
+    """`harness run` and `harness repro` import the package, then start pytest in the
+    same process; pytest must not warn that it cannot rewrite it."""
+    code = ("import sys, pytest, harness.cli; sys.exit(pytest.main(['-W', "
+            "'error::pytest.PytestWarning', '--collect-only', '-q', '-p', 'no:cacheprovider', "
+            "'tests/unit/test_accel.py']))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    out = result.stdout + result.stderr
+    assert result.returncode == 0 and "warning" not in out.lower(), out[-3000:]
