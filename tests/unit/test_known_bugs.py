@@ -3,6 +3,9 @@ its failure with the symptom is "reproduces <url>", not red; any other failure, 
 pass, is red (kola's denylist, as data on the test). moby#44900 is the example:
 refos-noapparmor is built to have it, and two suite tests meet it."""
 
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -94,3 +97,31 @@ def test_on_a_distro_the_bug_does_not_affect_its_symptom_is_red(tmp_path):
 def test_a_bug_marker_without_a_symptom_is_a_usage_error(tmp_path):
     code, _ = _run(tmp_path, "pass", marker='pytest.mark.bug(url="u", affected=["refos"])')
     assert code == 4  # pytest's usage error, before any test runs
+
+
+REPRO = """
+import sys
+import pytest
+from harness import cli
+outcomes = cli._Outcomes()
+code = pytest.main([sys.argv[1], "--distro=refos-noapparmor", "-p", "no:cacheprovider",
+                    "--rootdir", sys.argv[2]], plugins=[outcomes])
+print("verdict:", outcomes.verdict(int(code)))
+"""
+
+
+@pytest.mark.parametrize(("body", "verdict"), [
+    (f"raise RuntimeError({ERROR!r})", "REPRODUCED"),
+    ("pass", "did not reproduce: pytest exited 1"),
+    ("pytest.skip('no image')", "not tried"),
+])
+def test_harness_repro_tells_a_reproduction_from_a_pass_and_a_skip(tmp_path, body, verdict):
+    """`harness repro`'s verdict, from what the bug plugin made of the outcome."""
+    _run(tmp_path, body)  # writes the stand-in
+    test = tmp_path / "tests" / "suites" / "test_docker.py"
+    out = subprocess.run([sys.executable, "-c", REPRO, str(test), str(tmp_path)],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert f"verdict: {verdict}" in out.stdout, out.stdout[-3000:] + out.stderr[-3000:]
+    if verdict == "REPRODUCED":  # and the failure is shown, not hidden as expected
+        assert "--- the failure ---" in out.stdout and "apparmor_parser" in out.stdout
