@@ -11,7 +11,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,12 @@ from tests.helpers import REPO
 pytestmark = pytest.mark.vm
 
 PROBE = str(REPO / "tests/harness/warm_probe.py")
-# The target is 10 s here on an idle host; a loaded 2-core CI host gets room.
-WARM_LIMIT_S = 60.0
 
 
-def _probe(distro: str, mark: str, out: Path, hold: float = 0.0
+def _probe(distro: str, mark: str, out: Path, meet: Path | None = None
            ) -> subprocess.Popen:
     env = {**os.environ, "WARM_PROBE_MARK": mark, "WARM_PROBE_OUT": str(out),
-           "WARM_PROBE_HOLD": str(hold)}
+           **({"WARM_PROBE_MEET": str(meet)} if meet else {})}
     return subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
                              f"--distro={distro}", "--offline", "-o", "log_cli=true",
                              "--log-cli-level=WARNING", PROBE],
@@ -37,13 +34,12 @@ def _probe(distro: str, mark: str, out: Path, hold: float = 0.0
                             stderr=subprocess.STDOUT, text=True)
 
 
-def _run(distro: str, mark: str, tmp: Path, name: str, hold: float = 0.0) -> dict:
-    """One child pytest run to its end; its probe record, with `started` (wall clock)."""
-    started = time.time()
-    proc = _probe(distro, mark, tmp / f"{name}.json", hold)
+def _run(distro: str, mark: str, tmp: Path, name: str) -> dict:
+    """One child pytest run to its end; its probe record and log."""
+    proc = _probe(distro, mark, tmp / f"{name}.json")
     log = proc.communicate(timeout=1200)[0]
     assert proc.returncode == 0, log[-4000:]
-    return {**json.loads((tmp / f"{name}.json").read_text()), "started": started, "log": log}
+    return {**json.loads((tmp / f"{name}.json").read_text()), "log": log}
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +55,10 @@ def warm(distro, local_image, tmp_path_factory, libvirt_conn) -> dict:
 
 def test_second_run_starts_warm_from_the_first_runs_save(warm):
     cold, second = warm["cold"], warm["warm"]
+    # Restored from the kept save (its template is the cache's), not booted; how much
+    # faster that is belongs to the bench (`make bench`: warm_start).
     assert not cold["warm"] and second["warm"]
     assert cold["key"] == second["key"]
-    cold_s = cold["up_at"] - cold["started"]
-    warm_s = second["up_at"] - second["started"]
-    print(f"\nfirst command after process start: cold {cold_s:.1f}s, warm {warm_s:.1f}s "
-          f"(restore {second['timings']})")
-    assert warm_s < WARM_LIMIT_S and warm_s < cold_s / 2
 
 
 def test_kept_save_is_private_and_survives_the_runs_that_used_it(warm, libvirt_conn):
@@ -81,14 +74,16 @@ def test_kept_save_is_private_and_survives_the_runs_that_used_it(warm, libvirt_c
 
 def test_two_runs_restore_the_same_save_at_once(warm):
     tmp, mark = warm["tmp"], warm["mark"]
-    procs = [(_probe(warm["distro"], mark, tmp / f"par{i}.json", hold=30), i) for i in (1, 2)]
+    meet = tmp / "meet"  # each run waits there, up, for the other: both up at once
+    meet.mkdir()
+    procs = [(_probe(warm["distro"], mark, tmp / f"par{i}.json", meet), i) for i in (1, 2)]
     for proc, _ in procs:
         log = proc.communicate(timeout=1200)[0]
         assert proc.returncode == 0, log[-4000:]
     a, b = (json.loads((tmp / f"par{i}.json").read_text()) for i in (1, 2))
     assert a["warm"] and b["warm"]
     assert a["domain"] != b["domain"] and a["uuid"] != b["uuid"]
-    assert a["up_at"] < b["down_at"] and b["up_at"] < a["down_at"], "they did not overlap"
+    assert a["met"] == b["met"] == 2, "they were not up at once"
 
 
 def test_broken_save_falls_back_to_a_cold_boot_and_is_replaced(warm, libvirt_conn):
