@@ -1,5 +1,5 @@
-"""`harness`: the command line. Subcommands: build, run, boot, fetch, seed, repro, clean,
-matrix, report."""
+"""`harness`: the command line. Subcommands: list, build, run, boot, fetch, seed, repro,
+clean, matrix, report."""
 
 import argparse
 import shutil
@@ -26,6 +26,16 @@ from harness.vm.session import (
     libvirt_uri,
     options_for_images,
 )
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """The distros the catalog knows, from the catalog and the cache only: nothing is
+    downloaded or built."""
+    from harness import listing, matrix
+
+    found = listing.entries(matrix.select(",".join(args.distro) or "all"))
+    print(listing.as_json(found) if args.json else listing.as_table(found))
+    return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -332,9 +342,6 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     from harness import matrix, report
 
     names = matrix.select(args.distro)
-    if args.list or args.json:
-        print(matrix.listing(names, args.json))
-        return 0
     uris = [u for given in args.uris or [args.libvirt_uri] for u in given.split(",") if u]
     artifacts = Path(args.artifacts).resolve()
     opts = matrix.Options(artifacts, uris, args.suites or [str(REPO / "tests" / "suites")],
@@ -359,6 +366,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--libvirt-uri", default=None,
                    help="libvirt connection (default: LIBVIRT_DEFAULT_URI or qemu:///system)")
     sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="the distros: family, updates, firmware, image, promises")
+    ls.add_argument("distro", nargs="*", help="catalog entries, or a,b,c (default: all)")
+    ls.add_argument("--json", action="store_true", help="one line of JSON, for scripts")
+    ls.set_defaults(func=cmd_list)
     b = sub.add_parser("build", help="build refos (cached by recipe hash)")
     b.add_argument("--force", action="store_true", help="rebuild even if cached")
     b.set_defaults(func=cmd_build)
@@ -417,8 +428,6 @@ def parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_clean)
     m = sub.add_parser("matrix", help="run the suites over several distros, then the report")
     m.add_argument("--distro", default="all", help="a,b,c or all (default: all)")
-    m.add_argument("--list", action="store_true", help="print the job list and stop")
-    m.add_argument("--json", action="store_true", help="the job list as JSON (for CI)")
     m.add_argument("--libvirt-uri", dest="uris", action="append", default=[],
                    help="a host to run on; repeat (or a,b) to spread over several")
     m.add_argument("--artifacts", default=str(REPO / "artifacts"))

@@ -325,15 +325,6 @@ def exit_code(statuses: dict[str, dict]) -> int:
                    for s in statuses.values()))
 
 
-def listing(names: list[str], as_json: bool) -> str:
-    """The job list: JSON for the nightly workflow's matrix, or a table for people."""
-    plan = jobs(names)
-    if as_json:
-        return json.dumps([asdict(j) for j in plan])
-    return "\n".join(f"{j.distro:20} {j.memory_mib:5} MiB  {j.firmware:4}  {j.image:8}  {j.title}"
-                     for j in plan)
-
-
 def free_by_host(uris: list[str]) -> dict[str, int]:
     """Each host's free memory; its `harness` pool is made now, once, before parallel
     runs would race to define it."""

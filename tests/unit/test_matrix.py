@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness import catalog, cli, images, matrix, report
+from harness import catalog, images, matrix, report
 from harness.paths import REPO
 from tests.helpers import run_pytest
 
@@ -29,21 +29,6 @@ def test_select_all_is_every_catalog_entry():
 def test_select_unknown_name_lists_the_known_ones():
     with pytest.raises(catalog.CatalogError, match=r"unknown distro 'nope'; known: .*refos"):
         matrix.select("refos,nope")
-
-
-def test_list_json_is_the_job_list_from_the_catalog(capsys):
-    assert cli.main(["matrix", "--distro", "refos,flatcar", "--list", "--json"]) == 0
-    got = json.loads(capsys.readouterr().out)
-    assert [j["distro"] for j in got] == ["refos", "flatcar"]
-    assert got[0] | {"title": ""} == {"distro": "refos", "title": "", "memory_mib": 1024,
-                                      "firmware": "uefi", "image": "build"}
-    assert (got[1]["image"], got[1]["firmware"]) == ("download", "bios")
-
-
-def test_list_all_names_every_distro(capsys):
-    assert cli.main(["matrix", "--list"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in lines] == list(catalog.load())
 
 
 # -- memory -------------------------------------------------------------------------------
