@@ -410,7 +410,8 @@ def parser() -> argparse.ArgumentParser:
     sd = sub.add_parser("seed", help="write a distro's first-boot media, for inspection")
     sd.add_argument("distro")
     sd.add_argument("--out", required=True, help="directory for the media and its files")
-    sd.add_argument("--extra", default="", help="YAML file of extra configuration")
+    sd.add_argument("--extra", default="",
+                    help="YAML file of extra configuration (examples: seeds/examples/)")
     sd.add_argument("--format", default="", help="another seed format than the catalog's")
     sd.add_argument("--hostname", default="")
     sd.set_defaults(func=cmd_seed)

@@ -1,8 +1,8 @@
 """First-boot media: what a distro reads on its first boot, built from one intent.
 
 An `Intent` (hostname, user, the run's public keys, the guest's host key and a
-test's extra configuration) becomes the distro's format as data: a template
-from harness/seed/templates/ deep-merged with the intent, then serialised. Nothing is ever
+test's extra configuration) becomes the distro's format as data: the format's
+base document from seeds/ deep-merged with the intent, then serialised. Nothing is ever
 concatenated as text, and bad input is refused with a SeedError naming the
 field before anything is written or booted.
 
@@ -76,11 +76,11 @@ from harness.seed.base import (
     Intent,
     Media,
     SeedError,
+    base_document,
     check_sizes,
     check_total,
     merge,
     private_file,
-    template,
     write_iso,
 )
 
@@ -195,7 +195,7 @@ def _ignition(intent: Intent, dest: Path, opts: dict) -> Media:
 @writer("ubuntu-core")
 def _ubuntu_core(intent: Intent, dest: Path, opts: dict) -> Media:
     check_sizes(intent.extra, "iso")
-    config = cloudconfig.cloud_init(intent, "ubuntu-core.json")
+    config = cloudconfig.cloud_init(intent, "cloud-config-ubuntu-core.json")
     files = {"user-data": cloudconfig.document(config),
              "meta-data": cloudconfig.nocloud_meta(intent)}
     return Media(files, disk=_iso(dest / "seed.iso", "cidata", files),
@@ -210,7 +210,7 @@ def _none(intent: Intent, dest: Path, opts: dict) -> Media:
         key = next(iter(intent.extra))
         raise SeedError(f"extra.{key}: seed format 'none' attaches no first-boot media "
                         "(Snappy 15.04 reads only the seed baked into its image)")
-    login = template("none.json")["login"]
+    login = base_document("none-login.json")["login"]
     return Media({}, password_login=(login["user"], login["password"]), host_key_given=False,
                  notes=("no first-boot media: log in by password; the host key is the "
                         "guest's own and cannot be verified in advance",))

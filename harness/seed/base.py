@@ -13,9 +13,12 @@ from typing import Any
 import pycdlib
 import yaml
 
+from harness.paths import REPO
 from harness.seed.keys import KeyPair
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
+# The first-boot documents, as data: each format's base document, the runcmd unit and
+# examples of extra configuration. What shapes a guest: part of the saves' key.
+SEEDS = REPO / "seeds"
 # Used with fullmatch only: `$` would let a trailing newline through.
 HOSTNAME = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 USERNAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
@@ -221,11 +224,16 @@ def merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def template(name: str) -> Any:
-    """A template from templates/, parsed (JSON or YAML); templates are data, never text."""
-    path = TEMPLATES / name
-    text = path.read_text()
+def base_document(name: str) -> Any:
+    """A format's base document from seeds/, parsed (JSON or YAML): data, never text."""
+    path = SEEDS / name
+    text = path.read_text(encoding="utf-8")
     return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+
+
+def seed_file(name: str) -> str:
+    """A file of seeds/ as text, given to the guest as it is (a unit file)."""
+    return (SEEDS / name).read_text(encoding="utf-8")
 
 
 def refuse(extra: dict, keys: tuple[str, ...], fmt: str, why: str) -> None:

@@ -8,11 +8,12 @@ import json
 from harness.seed.base import (
     Intent,
     SeedError,
+    base_document,
     check_native,
     host_key_files,
     merge,
     refuse,
-    template,
+    seed_file,
 )
 
 SUDO = "ALL=(ALL) NOPASSWD:ALL"
@@ -41,12 +42,13 @@ def _host_key_files(intent: Intent) -> list[dict]:
 # -- cloud-init ----------------------------------------------------------------
 
 
-def cloud_init(intent: Intent, template_name: str = "cloud-config.json") -> dict:
+def cloud_init(intent: Intent, base: str = "cloud-config.json") -> dict:
     """cloud-init's cloud-config: users, write_files, runcmd map one to one; a
-    unit becomes a file in /etc/systemd/system plus `systemctl enable --now`."""
+    unit becomes a file in /etc/systemd/system plus `systemctl enable --now`. `base`
+    names the base document in seeds/."""
     extra = intent.extra
     refuse(extra, ("ignition", "rancher"), "cloud-init", "it reads cloud-config only")
-    config = merge(template(template_name), {
+    config = merge(base_document(base), {
         "hostname": intent.hostname,
         "users": [_ci_user({"name": intent.user, "sudo": True, "shell": "/bin/bash",
                             "groups": [], "ssh_authorized_keys": list(intent.authorized_keys)})],
@@ -95,7 +97,7 @@ def nocloud_meta(intent: Intent) -> bytes:
 def openstack_meta(intent: Intent) -> bytes:
     """meta_data.json of a config drive: cloud-init requires `uuid`; cloud-init,
     coreos-cloudinit and RancherOS all read `hostname` and `public_keys`."""
-    meta = merge(template("openstack-meta-data.json"), {
+    meta = merge(base_document("openstack-meta-data.json"), {
         "uuid": intent.instance_id, "hostname": intent.hostname, "name": intent.hostname,
         "public_keys": {f"harness-{i}": k for i, k in enumerate(intent.authorized_keys)},
     })
@@ -120,7 +122,7 @@ def coreos_cloudinit(intent: Intent) -> dict:
         files.append(runcmd_script(extra["runcmd"]))
         units.append({"name": RUNCMD_UNIT, "content": runcmd_unit(), "enable": True,
                       "command": "start"})
-    config = merge(template("coreos-cloudinit.json"), {
+    config = merge(base_document("coreos-cloudinit.json"), {
         "hostname": intent.hostname,
         "write_files": files,
         "coreos": {"units": units},
@@ -155,8 +157,8 @@ def runcmd_script(commands: list[str]) -> dict:
 
 
 def runcmd_unit() -> str:
-    """The oneshot unit that runs runcmd's script once (the template in templates/)."""
-    return template("runcmd.json")["unit"]
+    """The oneshot unit that runs runcmd's script once: seeds/harness-runcmd.service."""
+    return seed_file(RUNCMD_UNIT)
 
 
 # -- RancherOS -----------------------------------------------------------------
@@ -173,7 +175,7 @@ def rancher(intent: Intent) -> dict:
     refuse(extra, ("ignition",), "RancherOS", "it reads cloud-config only")
     native = extra.get("cloud_config", {})
     check_native(native, RANCHER_KEYS, "extra.cloud_config", "RancherOS")
-    config = merge(template("rancher.json"), {
+    config = merge(base_document("rancheros-cloud-config.json"), {
         "hostname": intent.hostname,
         "ssh_authorized_keys": list(intent.authorized_keys),
         "write_files": [dict(f, owner="root") for f in extra.get("write_files", [])],

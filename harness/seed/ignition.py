@@ -10,12 +10,12 @@ releases are given coreos-cloudinit's config-2 seed instead."""
 from harness.seed.base import (
     Intent,
     SeedError,
+    base_document,
     check_native,
     data_url,
     host_key_files,
     merge,
     refuse,
-    template,
 )
 from harness.seed.cloudconfig import RUNCMD_UNIT, runcmd_script, runcmd_unit
 
@@ -45,7 +45,7 @@ def config(intent: Intent, spec: str) -> dict:
         units.append({"name": RUNCMD_UNIT, "contents": runcmd_unit(), "enabled": True})
     users = [{"name": intent.user, "sshAuthorizedKeys": list(intent.authorized_keys)}]
     users += [_user(u) for u in extra.get("users", [])]
-    out = merge(template("ignition.json"), {
+    out = merge(base_document("ignition.json"), {
         "ignition": {"version": spec},
         "passwd": {"users": users},
         "storage": {"files": files},

@@ -355,3 +355,89 @@ def test_harness_seed_refuses_bad_extra_configuration(tmp_path):
     assert cli.main(["seed", "refos", "--out", str(tmp_path / "out"),
                      "--extra", str(tmp_path / "extra.yaml")]) == 2
     assert not (tmp_path / "out" / "seed.iso").exists()
+
+
+# -- the example extra configurations in seeds/examples ---------------------------
+
+EXAMPLES = sorted((seed.base.SEEDS / "examples").glob("*.yaml"))
+# Every way a format is written: as the catalog's distros have it, and with its defaults
+# (`harness seed --format F` on a distro of another format).
+VARIANTS = sorted({(d.boot.seed, tuple(sorted(d.boot.seed_options.items())))
+                   for d in CATALOG.values()} | {(f, ()) for f in seed.FORMATS})
+
+
+def _declared_formats(example: Path) -> set[str]:
+    """The formats an example's first line says it works with, on every distro of them."""
+    first = example.read_text().splitlines()[0]
+    assert first.startswith("# formats: "), f"{example.name}: first line names its formats"
+    return set(first.removeprefix("# formats: ").split())
+
+
+def _read_back(fmt: str, options: dict, media: seed.Media, tmp_path: Path) -> None:
+    """The format's own reader takes the media: cloud-init's datasources (with its
+    schema for its own dialect), ignition-validate for Ignition."""
+    if fmt == "ignition":
+        _check_ignition(media, options)
+        return
+    _require_cloud_init()
+    got = cloud_init_read("nocloud" if fmt in ("nocloud", "ubuntu-core") else "config-2",
+                          media.disk, tmp_path)
+    assert got["found"] and got["part_types"] == ["text/cloud-config"]
+    if fmt in ("nocloud", "ubuntu-core") or options.get("dialect", "cloud-init") == "cloud-init":
+        assert got["schema_error"] == ""
+
+
+def test_there_are_examples_for_each_kind_of_extra_configuration():
+    keys = {key for e in EXAMPLES for key in seed.base.parse_extra(e.read_text())}
+    assert {"users", "write_files", "runcmd", "units", "cloud_config", "ignition"} <= keys
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_each_example_is_taken_by_the_formats_it_names_and_refused_by_the_others(
+        example, run_keys, tmp_path):
+    declared = _declared_formats(example)
+    assert declared <= set(seed.FORMATS)
+    refused = set()
+    for i, (fmt, options) in enumerate(VARIANTS):
+        try:  # the example as `harness seed --extra` reads it: YAML text
+            media = seed.build(fmt, intent(run_keys, "core", example.read_text()),
+                               tmp_path / f"m{i}", dict(options))
+        except seed.SeedError as e:
+            assert fmt not in declared, f"{fmt} {options}: {e}"
+            refused.add(fmt)
+            continue
+        if fmt in declared:
+            _read_back(fmt, dict(options), media, tmp_path / f"r{i}")
+    assert refused == set(seed.FORMATS) - declared  # the first line tells the whole truth
+
+
+def test_harness_seed_takes_an_example(tmp_path, capsys):
+    from harness import cli
+
+    example = seed.base.SEEDS / "examples" / "files-and-commands.yaml"
+    assert cli.main(["seed", "refos", "--out", str(tmp_path), "--extra", str(example)]) == 0
+    user_data = (tmp_path / "files" / "user-data").read_text()
+    assert "/etc/motd.d/harness-example" in user_data and "first-boot" in user_data
+
+
+def _systemd_verify(name: str, content: str, tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze (Debian package systemd) is not installed")
+    (tmp_path / name).write_text(content)
+    out = subprocess.run(["systemd-analyze", "verify", str(tmp_path / name)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+
+
+def test_the_runcmd_unit_is_the_unit_file_in_seeds_and_systemd_takes_it(run_keys, tmp_path):
+    text = (seed.base.SEEDS / seed.cloudconfig.RUNCMD_UNIT).read_text()
+    config = seed.ignition.config(intent(run_keys, "core", {"runcmd": ["true"]}), "3.3.0")
+    (unit,) = [u for u in config["systemd"]["units"] if u["name"] == "harness-runcmd.service"]
+    assert unit["contents"] == text
+    _systemd_verify(seed.cloudconfig.RUNCMD_UNIT, text, tmp_path)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_the_units_of_each_example_are_taken_by_systemd(example, tmp_path):
+    for unit in seed.base.parse_extra(example.read_text()).get("units", []):
+        _systemd_verify(unit["name"], unit["content"], tmp_path)
