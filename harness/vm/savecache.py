@@ -3,10 +3,11 @@
 A save made by one pytest session is kept in the cache (`cache_dir()/saves/<key>`)
 so the next session restores it in seconds instead of booting. The key names
 everything a restore depends on (`cache_key`): the recipe (base image hash, seed
-format, extra configuration, harness version), the code that shapes the guest
-(seed writers and templates, the domain XML, readiness), the catalog's boot
-settings, the QEMU and libvirt versions, the canonical machine type and the
-accelerator. A changed input is a new key, so never a wrong restore.
+format, extra configuration), what shapes the guest (the first-boot documents in
+seeds/ and the code that makes, boots, readies, saves and restores it: every file
+of harness/vm and harness/seed), the catalog's boot settings, the QEMU and libvirt
+versions, the canonical machine type and the accelerator. A changed input is a new
+key, so never a wrong restore.
 
 An entry holds the memory image and what the guest was given (its SSH client
 key, its host key, the host keys it was trusted with), in a 0700 folder with
@@ -62,8 +63,13 @@ VOLUME_PREFIX = "save-"
 # libvirt src/qemu/qemu_saveimage.h (v9.0.0): struct _virQEMUSaveHeader, host byte order.
 HEADER = struct.Struct("=16s19I")
 MAGIC = b"LibvirtQemudSave"
-# Harness code whose change changes the guest that is saved.
-GUEST_CODE = ("harness/seed", "harness/vm/domain.py", "harness/vm/readiness.py")
+# What shapes a saved guest besides its image and the catalog: the first-boot documents,
+# and the code that writes seeds, builds the domain, boots, readies, saves and restores
+# (harness/vm and harness/seed, whole: a module added there is in the key without
+# anyone listing it; an edit there costs one cold boot per distro, a missed one a
+# wrong restore). Fetching, reports, the plugin and the CLI are outside: they never
+# touch a guest before it is saved.
+GUEST_SHAPERS = ("seeds", "harness/vm", "harness/seed")
 KEY_FILES = ("id_ed25519", "id_ed25519.pub", "ssh_host_ed25519_key", "ssh_host_ed25519_key.pub")
 
 
@@ -71,13 +77,14 @@ class SaveFormatError(RuntimeError):
     """A memory image that is not the libvirt save format the copy knows."""
 
 
-def _code_digest() -> str:
+def guest_digest(repo: Path = REPO) -> str:
+    """Hash of every file under GUEST_SHAPERS in `repo` (path and bytes; no bytecode)."""
     h = hashlib.sha256()
-    for top in GUEST_CODE:
-        root = REPO / top
-        for path in sorted([root] if root.is_file() else root.rglob("*")):
+    for top in GUEST_SHAPERS:
+        for path in sorted((repo / top).rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
-                h.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
+                data = path.read_bytes()
+                h.update(f"{path.relative_to(repo)}\0{len(data)}\0".encode() + data)
     return h.hexdigest()
 
 
@@ -91,11 +98,12 @@ def machine_type(conn: libvirt.virConnect, accel: str) -> str:
     return ET.fromstring(caps).findtext("machine") or "pc"
 
 
-def key_inputs(conn: libvirt.virConnect, recipe, accel: str) -> dict:
+def key_inputs(conn: libvirt.virConnect, recipe, accel: str, repo: Path = REPO) -> dict:
     """Everything a restore of a save depends on. The recipe's key covers the base
-    image's hash, the seed format, the extra configuration and the harness version."""
+    image's hash, the seed format and the extra configuration; `code` what shapes the
+    guest in `repo` (GUEST_SHAPERS)."""
     return {"recipe": recipe.key(), "boot": asdict(recipe.distro.boot),
-            "code": _code_digest(), "qemu": conn.getVersion(), "libvirt": conn.getLibVersion(),
+            "code": guest_digest(repo), "qemu": conn.getVersion(), "libvirt": conn.getLibVersion(),
             "machine": machine_type(conn, accel), "accel": accel}
 
 
@@ -104,8 +112,8 @@ def digest(inputs: dict) -> str:
                           ).hexdigest()[:20]
 
 
-def cache_key(conn: libvirt.virConnect, recipe, accel: str) -> str:
-    return digest(key_inputs(conn, recipe, accel))
+def cache_key(conn: libvirt.virConnect, recipe, accel: str, repo: Path = REPO) -> str:
+    return digest(key_inputs(conn, recipe, accel, repo))
 
 
 def persistable(conn: libvirt.virConnect, media: Media | None) -> bool:

@@ -2,13 +2,16 @@
 copy of a memory image under a name and UUID of its own (harness.vm.savecache)."""
 
 import dataclasses
+import shutil
 import struct
 from pathlib import Path
 from types import SimpleNamespace
 
+import libvirt
 import pytest
 
 from harness import catalog
+from harness.paths import REPO
 from harness.vm import savecache
 from harness.vm.machine import Recipe
 
@@ -73,3 +76,51 @@ def test_session_copy_refuses_a_name_of_another_length(tmp_path):
     _save_image(tmp_path / "m.save", XML, b"")
     with pytest.raises(savecache.SaveFormatError, match="not as long"):
         savecache.session_copy(tmp_path / "m.save", tmp_path / "c.save", XML, "harness-x")
+
+
+@pytest.fixture
+def repo_copy(tmp_path: Path) -> Path:
+    """The harness and its seeds, copied: the test edits the copy, never the real files."""
+    for top in ("harness", "seeds"):
+        shutil.copytree(REPO / top, tmp_path / top,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    assert savecache.guest_digest(tmp_path) == savecache.guest_digest(REPO)
+    return tmp_path
+
+
+@pytest.mark.parametrize("path", ["seeds/cloud-config.json", "seeds/harness-runcmd.service",
+                                  "harness/vm/machine.py", "harness/vm/domain.py",
+                                  "harness/seed/cloudconfig.py"])
+def test_a_changed_seed_document_or_guest_code_makes_a_new_save_key(repo_copy, path):
+    before = savecache.guest_digest(repo_copy)
+    with open(repo_copy / path, "a") as f:
+        f.write("\n")
+    assert savecache.guest_digest(repo_copy) != before
+
+
+def test_a_changed_seed_document_changes_the_key_a_session_looks_saves_up_by(repo_copy):
+    """cache_key as a session calls it, on libvirt's own test driver (no VM)."""
+    conn = libvirt.open("test:///default")
+    try:
+        recipe = Recipe(catalog.get("refos"), SimpleNamespace(key="img-1"))
+        before = savecache.cache_key(conn, recipe, "tcg", repo_copy)
+        assert savecache.cache_key(conn, recipe, "tcg", repo_copy) == before
+        path = repo_copy / "seeds/cloud-config.json"
+        path.write_text(path.read_text().replace('"ssh_pwauth": false', '"ssh_pwauth": true'))
+        assert savecache.cache_key(conn, recipe, "tcg", repo_copy) != before
+    finally:
+        conn.close()
+
+
+def test_a_new_module_beside_the_guest_code_makes_a_new_save_key(repo_copy):
+    before = savecache.guest_digest(repo_copy)
+    (repo_copy / "harness/vm/newpart.py").write_text('"""a part nobody listed"""\n')
+    assert savecache.guest_digest(repo_copy) != before
+
+
+def test_code_that_never_touches_a_guest_keeps_the_save_key(repo_copy):
+    before = savecache.guest_digest(repo_copy)
+    (repo_copy / "harness/report/__init__.py").write_text("# a report change\n")
+    (repo_copy / "harness/vm/__pycache__").mkdir()
+    (repo_copy / "harness/vm/__pycache__/machine.cpython-311.pyc").write_bytes(b"\0")
+    assert savecache.guest_digest(repo_copy) == before
