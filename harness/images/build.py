@@ -3,11 +3,12 @@ and the update payloads that refos-update installs.
 
 The steps every disk is made of (GPT, ESP, file systems, no loop devices) are in
 steps.py, which the variants (ostree.py, snap.py) use too; this module puts them
-together. Results are cached under a hash of the recipe directory and this module, so a
-build is skipped when nothing changed; a build runs in a scratch directory and
-is renamed into place only when complete.
+together. Results are cached under a hash of the recipe directory and the builder's
+modules (this one and those it imports), so a build is skipped when nothing changed;
+a build runs in a scratch directory and is renamed into place only when complete.
 """
 
+import ast
 import fcntl
 import hashlib
 import json
@@ -38,6 +39,7 @@ from harness.paths import REPO, cache_dir
 from harness.registry import BUILT_DISKS
 
 __all__ = ["RECIPE", "Artifacts", "BuildError", "artifacts", "build", "recipe_hash"]
+PACKAGE = "harness.images."
 
 # The variants built from copies of refos's tree (recipe tables of those names).
 VARIANTS = ("ignition", "ostree", "snap")
@@ -81,13 +83,40 @@ def recipe_hash() -> str:
     """Hash of every recipe file (name, mode, bytes) and of the builder's modules."""
     h = hashlib.sha256()
     files = sorted(p for p in RECIPE.rglob("*") if p.is_file())
-    builders = [Path(__file__).with_name(f"{v}.py")
-                for v in ("build", "ostree", "snap", "steps")]
-    for p in [*files, *builders]:
+    for p in [*files, *builder_modules()]:
         h.update(str(p.relative_to(REPO)).encode() + b"\0")
         h.update(oct(p.stat().st_mode & 0o777).encode() + b"\0")
         h.update(p.read_bytes())
     return h.hexdigest()[:16]
+
+
+def builder_modules(start: Path = Path(__file__)) -> list[Path]:
+    """`start` and every module of its package it imports, directly or through another:
+    the code that shapes the image. Derived, not listed, so a step moved into a module
+    of its own stays in the recipe's hash."""
+    found: set[Path] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path not in found:
+            found.add(path)
+            todo += [m for name in _package_imports(path)
+                     if (m := start.with_name(f"{name}.py")).is_file()]
+    return sorted(found)
+
+
+def _package_imports(path: Path) -> set[str]:
+    """Names of the harness.images modules `path` imports (anywhere, functions too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module == "harness.images":
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+            names.add(node.module.removeprefix(PACKAGE).split(".")[0])
+        elif isinstance(node, ast.Import):
+            names |= {a.name.removeprefix(PACKAGE).split(".")[0] for a in node.names
+                      if a.name.startswith(PACKAGE)}
+    return names
 
 
 def load_recipe() -> dict:

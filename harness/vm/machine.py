@@ -23,7 +23,7 @@ from xml.etree import ElementTree as ET
 import libvirt
 import paramiko
 
-from harness import __version__, seed
+from harness import seed
 from harness.catalog import Distro
 from harness.log import log, step
 from harness.seed import keys
@@ -74,9 +74,12 @@ class Recipe:
         return self.seed_format or self.distro.boot.seed
 
     def key(self) -> str:
-        """Names what a save depends on: image, distro entry, seed and harness version."""
+        """Names what the guest is made of: the image (a build's recipe hash, a
+        download's digest), the distro entry, the seed format and extra configuration,
+        the kernel boot. The code that shapes a guest is in the saves' key
+        (harness.vm.savecache.guest_digest), not a version string that never moves."""
         data = json.dumps([self.image.key, self.distro.name, self.seed_format,
-                           self.extra_config, self.kernel_boot, __version__],
+                           self.extra_config, self.kernel_boot],
                           sort_keys=True, default=str)
         return hashlib.sha256(data.encode()).hexdigest()[:12]
 
