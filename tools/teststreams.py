@@ -59,11 +59,11 @@ SNAPPY_BUG = "tests/bugs/test_snappy_docker_permission_denied.py"
 STREAMS = (
     Stream("refos-snap", "refos-snap", ("tests/suites", SNAPPY_BUG), ignore=(FIRST_BOOT,)),
     Stream("refos", "refos", ("tests/suites", "tests/bugs")),
-    Stream("refos-driver", "refos", ("tests/harness",),
-           ignore=("tests/harness/test_ignition.py",)),
+    Stream("refos-driver", "refos", ("tests/driver",),
+           ignore=("tests/driver/test_ignition.py",)),
     Stream("refos-ostree", "refos-ostree", ("tests/suites",), ignore=(FIRST_BOOT,)),
     Stream("refos-ignition", "refos-ignition",
-           ("tests/harness/test_ignition.py", "tests/suites/test_docker.py")),
+           ("tests/driver/test_ignition.py", "tests/suites/test_docker.py")),
 )
 
 

@@ -33,7 +33,7 @@ How each format maps it (a key a format cannot express is a SeedError):
      `dialect = "coreos-cloudinit"`) puts units in `coreos.units` and, having no
      runcmd, runs the commands from a oneshot unit that marks itself done.
  (3) /etc/ssh/ssh_host_ed25519_key written as a file. Booted with Ignition on
-     refos-ignition (tests/harness/test_ignition.py): the pinned key is the one sshd
+     refos-ignition (tests/driver/test_ignition.py): the pinned key is the one sshd
      offers. Unverified on Fedora CoreOS and Flatcar themselves: that their key
      generation leaves an existing key alone.
  (4) a oneshot unit, as in (2).

@@ -14,7 +14,7 @@ from hostile_helpers import free_port, paused_domain
 
 from harness.vm import domain, remote, runs, storage
 from harness.vm.session import Options, Session
-from tests.harness.remote_host import remote_host
+from tests.driver.remote_host import remote_host
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def _refos_only(distro) -> None:
                     f"(its own is {distro.boot.seed}, checked by tests/unit/test_seed.py)")
     if distro.boot.seed != "nocloud":
         pytest.skip(f"{distro.name}: has no cloud-init, it reads {distro.boot.seed} only "
-                    "(tests/harness/test_ignition.py boots it with its own seed)")
+                    "(tests/driver/test_ignition.py boots it with its own seed)")
 
 
 @pytest.mark.destructive

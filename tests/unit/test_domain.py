@@ -87,7 +87,7 @@ def test_iso_image_boots_as_an_ide_cdrom_first(tmp_path):
 def test_fw_cfg_goes_through_sysinfo_so_libvirt_lends_the_file_to_qemu(tmp_path):
     """Not a -fw_cfg argument: libvirt chowns a <sysinfo type='fwcfg'> file to the QEMU
     user while the domain runs, so an Ignition config (with a private host key) can
-    stay 0600; tests/harness/test_ignition.py boots it."""
+    stay 0600; tests/driver/test_ignition.py boots it."""
     config = Path("/run/harness-not-made/config.ign")
     xml = domain.domain_xml(_spec(fw_cfg=(("opt/com.coreos/config", config),)))
     _validate(tmp_path, xml)

@@ -1,6 +1,6 @@
 """A guest on a remote hypervisor (harness.vm.remote), for real: a second libvirt
 "host" made of a real sshd on 127.0.0.1 in front of this machine's libvirtd
-(tests/harness/remote_host.py). One cold boot."""
+(tests/driver/remote_host.py). One cold boot."""
 
 
 import libvirt
@@ -10,7 +10,7 @@ from harness.paths import REPO
 from harness.vm import runs
 from harness.vm.machine import MachineError
 from harness.vm.session import Options, Session
-from tests.harness.remote_host import remote_host
+from tests.driver.remote_host import remote_host
 
 pytestmark = pytest.mark.vm
 

@@ -20,7 +20,7 @@ from tests.helpers import REPO
 
 pytestmark = pytest.mark.vm
 
-PROBE = str(REPO / "tests/harness/warm_probe.py")
+PROBE = str(REPO / "tests/driver/warm_probe.py")
 
 
 def _probe(distro: str, mark: str, out: Path, meet: Path | None = None

@@ -173,7 +173,7 @@ def test_sigkilled_run_is_fully_cleaned_by_harness_clean(libvirt_conn, distro, l
     env = dict(os.environ, HARNESS_TEST_HOLD="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         f"--distro={distro.name}", str(REPO / "tests/harness/hold_a_machine.py")],
+         f"--distro={distro.name}", str(REPO / "tests/driver/hold_a_machine.py")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         dom = _wait_for_domain(libvirt_conn, proc.pid, 120)

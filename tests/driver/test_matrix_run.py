@@ -16,7 +16,7 @@ import pytest
 from harness.paths import REPO
 from harness.plugin.bugs import Bug
 from tests.bugs.known import MOBY_44900
-from tests.harness.remote_host import remote_host
+from tests.driver.remote_host import remote_host
 
 pytestmark = pytest.mark.vm
 SUITES = ("test_testinfra_host.py", "test_facts.py", "test_docker.py")
@@ -27,7 +27,7 @@ LOCAL = "qemu:///system"
 def matrix_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     """The run, kept in artifacts/matrix-test/ (report.html included) for people to read,
     over two hosts: this one, and a "remote" one reached through a real sshd of its own
-    (tests/harness/remote_host.py), one distro on each."""
+    (tests/driver/remote_host.py), one distro on each."""
     artifacts = REPO / "artifacts" / "matrix-test"
     shutil.rmtree(artifacts, ignore_errors=True)  # this test's own folder, from its last run
     with remote_host(tmp_path_factory.mktemp("hypervisor")) as host:

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.vm
 PARTS = {
     "two_at_once": "bench.two_at_once(s, s.recipe(catalog.get(DISTRO)), 100.0)",
     "suites_child": "signals.run_child([sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',"
-                    " '--offline', f'--distro={DISTRO}', 'tests/harness/hold_a_machine.py'])",
+                    " '--offline', f'--distro={DISTRO}', 'tests/driver/hold_a_machine.py'])",
 }
 DRIVER = """
 import sys
