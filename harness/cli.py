@@ -97,7 +97,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
                       images=options_for_images(distro.name, args.image), saves=False,
                       open_network=args.open_network)
     with Session(options) as session:
-        m = session.machine(args.name or distro.name, session.recipe(distro), cold=True)
+        m = session.machine(args.name or distro.name, session.spec(distro), cold=True)
         print(f"\n{m.name} is up. Get in with:\n  {m.ssh_command()}\n"
               f"console log: {m.console_log}\nCtrl-C removes it.", flush=True)
         try:

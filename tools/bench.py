@@ -31,18 +31,18 @@ from harness.seed import keys
 from harness.signals import unwind_on_sigterm, wait_interruptibly
 from harness.vm import runs, snapshot, storage, timeouts
 from harness.vm.domain import NIC_SLOT, OVMF_CODE, OVMF_VARS, netdev_arg
-from harness.vm.machine import Machine, Recipe
+from harness.vm.machine import Machine, MachineSpec
 from harness.vm.session import Options, Session
 
 OUT = REPO / "artifacts" / "bench"
 BOOT_PAIRS = 3  # harness and bare boots, alternating: the median of the pairs' ratios
 
 
-def harness_boot(session: Session, recipe: Recipe, name: str = "bench-cold"
+def harness_boot(session: Session, spec: MachineSpec, name: str = "bench-cold"
                  ) -> tuple[Machine, dict]:
     """Cold boot through the harness; the machine stays up for the next figures."""
     started = time.monotonic()
-    m = session.new_machine(name, recipe).start()
+    m = session.new_machine(name, spec).start()
     provision = m.started - started
     login = _login_times(m)
     return m, {
@@ -57,7 +57,7 @@ def harness_boot(session: Session, recipe: Recipe, name: str = "bench-cold"
     }
 
 
-def boot_pairs(session: Session, recipe: Recipe, pairs: int) -> tuple[Machine, dict]:
+def boot_pairs(session: Session, spec: MachineSpec, pairs: int) -> tuple[Machine, dict]:
     """Harness and bare QEMU boots to the first command, alternating in one run:
     harness, bare, harness, bare, ...
 
@@ -65,20 +65,20 @@ def boot_pairs(session: Session, recipe: Recipe, pairs: int) -> tuple[Machine, d
     figures, paused while the last bare boot runs so that it takes no CPU from it;
     the others stop at the first command (the catalog's ready commands are left
     out: they come after what is measured)."""
-    quick = replace(recipe, distro=replace(recipe.distro,
-                                           boot=replace(recipe.distro.boot, ready=())))
+    quick = replace(spec, distro=replace(spec.distro,
+                                         boot=replace(spec.distro.boot, ready=())))
     done: list[dict] = []
     kept = None
     for i in range(1, pairs + 1):
         last = i == pairs
-        m, harness = harness_boot(session, recipe if last else quick, f"bench-boot{i}")
+        m, harness = harness_boot(session, spec if last else quick, f"bench-boot{i}")
         beside = domain_cgroup_parent(m)
         if last:
             kept = m
             m.res.domain.suspend()
         else:
             m.destroy()
-        bare = bare_boot(recipe.distro, recipe.image, OUT / f"bare{i}", session.accel, beside)
+        bare = bare_boot(spec.distro, spec.image, OUT / f"bare{i}", session.accel, beside)
         bare["cgroup"] = str(beside or "")
         ratio = round(harness["to_first_command_s"] / bare["to_first_command_s"], 3)
         log.info("bench: pair %d: harness %.1fs, bare %.1fs, ratio %.3f", i,
@@ -246,8 +246,8 @@ def _join_cgroup(parent: Path, pid: int) -> Path | None:
 def restore_vs_cold(session: Session, m: Machine, cold_ready_s: float) -> dict:
     """Save the cold-booted machine, then time a fresh machine from the save."""
     templates = snapshot.Templates(m.conn)
-    key = m.recipe.key()
-    fresh = session.new_machine("bench-fresh", m.recipe)
+    key = m.spec.key()
+    fresh = session.new_machine("bench-fresh", m.spec)
     started = time.monotonic()
     templates.restore(key, lambda: m, fresh)
     save_s = templates.saves[key].seconds
@@ -260,7 +260,7 @@ def restore_vs_cold(session: Session, m: Machine, cold_ready_s: float) -> dict:
 
 def warm_vs_cold(distro) -> dict:
     """A session's first usable machine on a cold cache against a warm one (the save
-    the first session kept), each timed from the session's start. A recipe of this
+    the first session kept), each timed from the session's start. A spec of this
     bench run's own makes the first one cold without touching other saves; its save
     is removed at the end."""
     marker = {"write_files": [{"path": "/etc/harness-bench", "content": f"{time.time()}\n"}]}
@@ -268,25 +268,25 @@ def warm_vs_cold(distro) -> dict:
     for mode in ("cold", "warm"):
         started = time.monotonic()
         with Session(Options(artifacts=OUT / f"start-{mode}")) as session:
-            recipe = session.recipe(distro, extra_config=marker)
+            spec = session.spec(distro, extra_config=marker)
             try:
-                session.machine(f"bench-{mode}", recipe).succeed("true")
+                session.machine(f"bench-{mode}", spec).succeed("true")
             except BaseException:  # the save, if made, goes with the session
-                session.templates.throw_away(recipe.key())
+                session.templates.throw_away(spec.key())
                 raise
             out[f"{mode}_start_s"] = round(time.monotonic() - started, 1)
             if mode == "warm":
-                session.templates.throw_away(recipe.key())
+                session.templates.throw_away(spec.key())
     out["ratio"] = round(out["warm_start_s"] / out["cold_start_s"], 3)
     return out
 
 
-def two_at_once(session: Session, recipe: Recipe, one_s: float) -> dict:
+def two_at_once(session: Session, spec: MachineSpec, one_s: float) -> dict:
     """Two cold boots (to boot finished) in parallel against twice one boot."""
     results: dict[str, float] = {}
 
     def boot(name: str) -> None:
-        m = session.new_machine(name, recipe)
+        m = session.new_machine(name, spec)
         t = time.monotonic()
         try:
             m.start()
@@ -424,17 +424,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     # SIGTERM unwinds, so the session removes every domain and volume it made.
     with unwind_on_sigterm(), Session(Options(saves=False, artifacts=OUT)) as session:
-        recipe = session.recipe(distro)
+        spec = session.spec(distro)
         result: dict = {"machine": {"cores": os.cpu_count(), "accel": session.accel,
                                     "python": platform.python_version(),
                                     "distro": distro.name}}
-        m, result["boot"] = boot_pairs(session, recipe, BOOT_PAIRS)
+        m, result["boot"] = boot_pairs(session, spec, BOOT_PAIRS)
         result["memory"] = {"qemu_peak_rss_mib": _qemu_peak_rss_mib(m)}
         h = result["boot"]["pairs"][-1]["harness"]
         if "restore" in wanted:
             result["fresh_from_save"] = restore_vs_cold(session, m, h["to_ready_s"])
         if "two_vms" in wanted:
-            result["two_vms"] = two_at_once(session, recipe, h["to_ready_s"])
+            result["two_vms"] = two_at_once(session, spec, h["to_ready_s"])
         if "warm" in wanted:
             result["warm_start"] = warm_vs_cold(distro)
         if "disk" in wanted:

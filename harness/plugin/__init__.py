@@ -324,9 +324,9 @@ class MachineFactory:
         the catalog's first-boot format (harness.seed.WRITERS)."""
         distro = distro or self.distro
         _image(self.session, distro)
-        recipe = self.session.recipe(distro, seed_format, extra_config, kernel_boot)
+        spec = self.session.spec(distro, seed_format, extra_config, kernel_boot)
         cold = cold or self.request.node.get_closest_marker("cold_boot") is not None
-        m = self.session.machine(name, recipe, cold=cold)
+        m = self.session.machine(name, spec, cold=cold)
         self.machines.append(m)
         return m
 

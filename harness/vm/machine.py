@@ -59,7 +59,7 @@ class KernelBoot:
 
 
 @dataclass(frozen=True, eq=False)
-class Recipe:
+class MachineSpec:
     """Everything that makes two machines identical at boot, so one saved machine
     can stand in for the other (harness.vm.snapshot)."""
 
@@ -117,10 +117,10 @@ class Resources:
 
 
 class Machine:
-    """A guest of `recipe`, booted on `session`'s libvirt connection for its run."""
+    """A guest of `spec`, booted on `session`'s libvirt connection for its run."""
 
-    def __init__(self, name: str, recipe: Recipe, session: Host):
-        self.name, self.recipe, self.distro = name, recipe, recipe.distro
+    def __init__(self, name: str, spec: MachineSpec, session: Host):
+        self.name, self.spec, self.distro = name, spec, spec.distro
         self.session, self.conn = session, session.conn
         self.dir = _unique_dir(session.run.dir, name)
         self.id = self.dir.name  # names its volumes: unique within the run
@@ -171,8 +171,8 @@ class Machine:
                              authorized_keys=(self.client_key.public,), host_key=self.host_key,
                              spare_host_keys=keys.spare_host_keys(keydir, self.name),
                              instance_id=f"{run.id}-{self.name}",
-                             extra=self.recipe.extra_config or {})
-        fmt = self.recipe.seed
+                             extra=self.spec.extra_config or {})
+        fmt = self.spec.seed
         options = self.distro.boot.seed_options if fmt == self.distro.boot.seed else {}
         self.seed = seed.build(fmt, intent, self.dir, options)
         if self.seed.fw_cfg and self.remote:
@@ -180,24 +180,24 @@ class Machine:
                                "QEMU opens on its own host: not supported on a remote "
                                f"hypervisor yet ({self.session.libvirt_uri})")
         pool = storage.pool(self.conn)
-        image = self.recipe.image
+        image = self.spec.image
         base, vsize = storage.base_volume(self.conn, image.path, image.key)
         self.res.volumes.append(self.volume(""))
         if self.seed.disk:
             storage.upload(pool, self.volume("seed.iso"), self.seed.disk)
         storage.overlay(self.conn, self.volume("disk.qcow2"), base, vsize)
-        if kb := self.recipe.kernel_boot:
+        if kb := self.spec.kernel_boot:
             kernel = storage.upload(pool, self.volume("kernel"), kb.kernel).path()
             initrd = storage.upload(pool, self.volume("initrd"), kb.initrd).path() \
                 if kb.initrd else ""
             cmdline = " ".join(a for a in (kb.cmdline, self.seed.kernel_args) if a)
             self.direct = domain.DirectBoot(kernel, cmdline, initrd)
 
-    def _spec(self, port: int, seed_disk: bool | None = None) -> domain.DomainSpec:
+    def _domain_spec(self, port: int, seed_disk: bool | None = None) -> domain.DomainSpec:
         """This machine's domain; `seed_disk` says whether it has a seed volume (a
         restored machine's template says so, not its seed, which the cache keeps
         without the disk)."""
-        cdrom = self.recipe.image.media == "cdrom"
+        cdrom = self.spec.image.media == "cdrom"
         # An ISO boots as a CD-ROM, on the IDE bus of QEMU's `pc` machine, which SeaBIOS
         # boots from. Unverified by a boot here: no ISO distro's image is cached.
         disks = [domain.Disk(storage.POOL, self.volume("disk.qcow2"), "hdc", device="cdrom",
@@ -229,7 +229,7 @@ class Machine:
 
     def _boot(self) -> None:
         def create(port: int) -> libvirt.virDomain:
-            self.xml = domain.domain_xml(self._spec(port))
+            self.xml = domain.domain_xml(self._domain_spec(port))
             (self.dir / "domain.xml").write_text(self.xml)
             return self.conn.createXML(
                 self.xml, libvirt.VIR_DOMAIN_START_PAUSED if self.remote else 0)
@@ -286,16 +286,16 @@ class Machine:
                 self.res.volumes.append(self.volume(""))
                 storage.overlay(self.conn, self.volume("disk.qcow2"), saved.disk_path,
                                 saved.vsize)
-                if saved.nvram_volume:  # at the path _spec names
+                if saved.nvram_volume:  # at the path _domain_spec names
                     storage.clone(self.conn, saved.nvram_volume, self.volume("VARS.fd"))
                 if saved.seed_volume:  # a copy of its own: the save's may outlive this run
                     storage.clone(self.conn, saved.seed_volume, self.volume("seed.iso"))
 
                 def restore(port: int) -> libvirt.virDomain:
                     # The harness's own domain, never the XML the save file carries.
-                    spec = dataclasses.replace(self._spec(port, bool(saved.seed_volume)),
+                    ours = dataclasses.replace(self._domain_spec(port, bool(saved.seed_volume)),
                                                name=saved.domain_name)
-                    self.xml = snapshot.restore_xml(spec, saved.xml)
+                    self.xml = snapshot.restore_xml(ours, saved.xml)
                     (self.dir / "domain.xml").write_text(self.xml)
                     self.conn.restoreFlags(str(saved.file), self.xml,
                                            libvirt.VIR_DOMAIN_SAVE_PAUSED if self.remote

@@ -2,7 +2,7 @@
 
 A save made by one pytest session is kept in the cache (`cache_dir()/saves/<key>`)
 so the next session restores it in seconds instead of booting. The key names
-everything a restore depends on (`cache_key`): the recipe (base image hash, seed
+everything a restore depends on (`cache_key`): the machine spec (base image hash, seed
 format, extra configuration), what shapes the guest (the first-boot documents in
 seeds/ and the code that makes, boots, readies, saves and restores it: every file
 of harness/vm and harness/seed), the catalog's boot settings, the QEMU and libvirt
@@ -98,11 +98,11 @@ def machine_type(conn: libvirt.virConnect, accel: str) -> str:
     return ET.fromstring(caps).findtext("machine") or "pc"
 
 
-def key_inputs(conn: libvirt.virConnect, recipe, accel: str, repo: Path = REPO) -> dict:
-    """Everything a restore of a save depends on. The recipe's key covers the base
+def key_inputs(conn: libvirt.virConnect, spec, accel: str, repo: Path = REPO) -> dict:
+    """Everything a restore of a save depends on. The machine spec's key covers the base
     image's hash, the seed format and the extra configuration; `code` what shapes the
     guest in `repo` (GUEST_SHAPERS)."""
-    return {"recipe": recipe.key(), "boot": asdict(recipe.distro.boot),
+    return {"spec": spec.key(), "boot": asdict(spec.distro.boot),
             "code": guest_digest(repo), "qemu": conn.getVersion(), "libvirt": conn.getLibVersion(),
             "machine": machine_type(conn, accel), "accel": accel}
 
@@ -112,8 +112,8 @@ def digest(inputs: dict) -> str:
                           ).hexdigest()[:20]
 
 
-def cache_key(conn: libvirt.virConnect, recipe, accel: str, repo: Path = REPO) -> str:
-    return digest(key_inputs(conn, recipe, accel, repo))
+def cache_key(conn: libvirt.virConnect, spec, accel: str, repo: Path = REPO) -> str:
+    return digest(key_inputs(conn, spec, accel, repo))
 
 
 def persistable(conn: libvirt.virConnect, media: Media | None) -> bool:
@@ -136,7 +136,7 @@ class Template:
     seed: Media
     timings: dict[str, float]
     trusted: list[tuple[str, str]]
-    recipe: object = None
+    spec: object = None
     dir: Path | None = None
 
     def trusted_keys(self) -> list[tuple[str, str]]:
@@ -245,7 +245,7 @@ class SaveCache:
         os.utime(self.entry(key) / "meta.json")  # least recently used goes first
         return meta
 
-    def template(self, key: str, meta: dict, recipe) -> Template:
+    def template(self, key: str, meta: dict, spec) -> Template:
         keys = self.entry(key) / "keys"
         host = KeyPair(keys / KEY_FILES[2], meta["host_public"]) if meta["host_public"] else None
         seed = Media(files={}, host_key_given=meta["host_key_given"],
@@ -253,7 +253,7 @@ class SaveCache:
                      else None)
         return Template(meta["template"], meta["hostname"],
                         KeyPair(keys / KEY_FILES[0], meta["client_public"]), host, seed,
-                        meta["timings"], [tuple(k) for k in meta["trusted"]], recipe,
+                        meta["timings"], [tuple(k) for k in meta["trusted"]], spec,
                         self.entry(key))
 
     def keep(self, key: str, saved, machine) -> dict | None:

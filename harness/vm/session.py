@@ -20,7 +20,7 @@ from harness.images import LocalImage, fetch
 from harness.log import log
 from harness.paths import REPO, UnsafeRuntimeDir, replace_file
 from harness.vm import accel, remote, runs, savecache, snapshot
-from harness.vm.machine import KernelBoot, Machine, Recipe
+from harness.vm.machine import KernelBoot, Machine, MachineSpec
 
 DEFAULT_URI = "qemu:///system"
 
@@ -193,31 +193,31 @@ class Session:
             self._accel = accel.choose(self.options.accel, kernel, self.options.require_kvm)
         return self._accel
 
-    def recipe(self, distro: catalog.Distro | str, seed_format: str = "",
+    def spec(self, distro: catalog.Distro | str, seed_format: str = "",
                extra_config: dict | str | None = None,
-               kernel_boot: KernelBoot | None = None) -> Recipe:
+               kernel_boot: KernelBoot | None = None) -> MachineSpec:
         """What a machine of `distro` boots from, with the session's image for it."""
         if isinstance(distro, str):
             distro = catalog.get(distro)
-        return Recipe(distro, self.images.get(distro), seed_format, extra_config, kernel_boot)
+        return MachineSpec(distro, self.images.get(distro), seed_format, extra_config, kernel_boot)
 
-    def machine(self, name: str, recipe: Recipe, cold: bool = False) -> Machine:
-        """A ready machine: restored from the recipe's save (the first one of a recipe
+    def machine(self, name: str, spec: MachineSpec, cold: bool = False) -> Machine:
+        """A ready machine: restored from the spec's save (the first one of a spec
         boots cold and is saved), or booted from scratch with `cold` or without saves."""
-        m = self.new_machine(name, recipe)
-        if cold or self.templates is None or recipe.kernel_boot is not None:
+        m = self.new_machine(name, spec)
+        if cold or self.templates is None or spec.kernel_boot is not None:
             return m.start()
-        return self.templates.restore(recipe.key(), lambda: self._template(recipe), m)
+        return self.templates.restore(spec.key(), lambda: self._template(spec), m)
 
-    def new_machine(self, name: str, recipe: Recipe) -> Machine:
+    def new_machine(self, name: str, spec: MachineSpec) -> Machine:
         """A machine not yet booted (for tests that drive start() themselves)."""
-        m = Machine(name, recipe, self)
+        m = Machine(name, spec, self)
         self.machines.append(m)
         return m
 
-    def _template(self, recipe: Recipe) -> Machine:
-        name = f"{recipe.distro.name}-t{recipe.key()[:6]}".replace("_", "-")
-        return self.new_machine(name, recipe).start()
+    def _template(self, spec: MachineSpec) -> Machine:
+        name = f"{spec.distro.name}-t{spec.key()[:6]}".replace("_", "-")
+        return self.new_machine(name, spec).start()
 
 
 def options_for_images(distro: str, image: str | Path | None) -> dict[str, Path]:

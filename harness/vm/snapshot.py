@@ -75,7 +75,7 @@ def save(machine, key: str) -> Saved:
 
 def restore_xml(spec: domain.DomainSpec, saved_xml: str) -> str:
     """The XML a save is restored with: the harness's own domain for the machine,
-    built from its recipe (`spec`, named as the save is), with only the saved
+    built from its domain spec (`spec`, named as the save is), with only the saved
     domain's UUID taken over, because libvirt restores a save under its own name and
     UUID alone. Nothing else of the XML in the save file is used: libvirt's ABI
     check lets a restore XML add host devices, file systems, disks and QEMU
@@ -96,9 +96,9 @@ def restore_xml(spec: domain.DomainSpec, saved_xml: str) -> str:
 
 
 class Templates:
-    """Per session: one save per distinct machine recipe (`Recipe.key()`), taken from
+    """Per session: one save per distinct machine spec (`MachineSpec.key()`), taken from
     the warm cache when it holds one (harness.vm.savecache), else made by a cold boot
-    and kept there; every machine of that recipe is restored from it. Only one copy
+    and kept there; every machine of that spec is restored from it. Only one copy
     of a save runs at a time in a session: restoring evicts the previous holder."""
 
     def __init__(self, conn: libvirt.virConnect, cache: "savecache.SaveCache | None" = None,
@@ -115,7 +115,7 @@ class Templates:
         self.throwaway.add(key)
 
     def restore(self, key: str, boot_template: Callable[[], object], machine) -> object:
-        """`machine`, restored from the save of recipe `key`. A save that does not
+        """`machine`, restored from the save of spec `key`. A save that does not
         restore (a volume or file of it is gone, QEMU changed in place) is said once,
         and replaced by a new cold boot, never silently reused."""
         if key not in self.saves:
@@ -127,7 +127,7 @@ class Templates:
         try:
             return machine.restore(self.saves[key])
         except (libvirt.libvirtError, savecache.SaveFormatError, OSError) as e:
-            log.warning("%s: the save of recipe %s does not restore (%s); booting cold "
+            log.warning("%s: the save of spec %s does not restore (%s); booting cold "
                         "to replace it", machine.name, key, e)
             self._drop(key)
             self.saves[key] = self._get(key, boot_template, machine, fresh=True)
@@ -139,7 +139,7 @@ class Templates:
         if self.cache is None or not savecache.persistable(self.conn, None):
             return save(boot_template(), key)
         if key not in self.cache_keys:  # reads the guest-shaping code and asks libvirt
-            self.cache_keys[key] = savecache.cache_key(self.conn, machine.recipe, machine.accel)
+            self.cache_keys[key] = savecache.cache_key(self.conn, machine.spec, machine.accel)
         ckey = self.cache_keys[key]
         lock = self.cache.making(ckey)  # waits while another session makes this save
         try:
@@ -147,7 +147,7 @@ class Templates:
             if meta is not None:
                 log.info("%s: warm start from saved %s", machine.name, ckey)
                 try:
-                    return self._warm(key, ckey, meta, machine.recipe)
+                    return self._warm(key, ckey, meta, machine.spec)
                 except (savecache.SaveFormatError, OSError, libvirt.libvirtError) as e:
                     log.warning("%s: the kept save %s does not restore (%s); booting cold "
                                 "to replace it", machine.name, ckey, e)
@@ -158,11 +158,11 @@ class Templates:
                     (meta := self.cache.keep(ckey, saved, template)) is None:
                 return saved
             storage.delete_volumes(self.conn, saved.volume_prefix)  # what was not kept
-            return self._warm(key, ckey, meta, machine.recipe, template, saved.seconds)
+            return self._warm(key, ckey, meta, machine.spec, template, saved.seconds)
         finally:
             self.cache.done_making(lock)
 
-    def _warm(self, key: str, ckey: str, meta: dict, recipe, template=None,
+    def _warm(self, key: str, ckey: str, meta: dict, spec, template=None,
               seconds: float = 0.0) -> Saved:
         """A Saved on this session's own copy of a kept save (its own name and UUID)."""
         old = meta["domain_name"]
@@ -175,7 +175,7 @@ class Templates:
                      disk_path=storage.volume_path(self.conn, volume("disk.qcow2")),
                      vsize=meta["vsize"], nvram_volume=volume("VARS.fd") if meta["nvram"] else "",
                      volume_prefix="", seconds=seconds,
-                     template=template or self.cache.template(ckey, meta, recipe),
+                     template=template or self.cache.template(ckey, meta, spec),
                      seed_volume=volume("seed.iso") if meta["seed"] else "", warm=True)
 
     def _drop(self, key: str) -> None:

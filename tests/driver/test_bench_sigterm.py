@@ -22,7 +22,7 @@ from tests.hostile.test_killed_entry_points import _descendants
 pytestmark = pytest.mark.vm
 
 PARTS = {
-    "two_at_once": "bench.two_at_once(s, s.recipe(catalog.get(DISTRO)), 100.0)",
+    "two_at_once": "bench.two_at_once(s, s.spec(catalog.get(DISTRO)), 100.0)",
     "suites_child": "signals.run_child([sys.executable, '-m', 'pytest', '-p', 'no:cacheprovider',"
                     " '--offline', f'--distro={DISTRO}', 'tests/driver/hold_a_machine.py'])",
 }

@@ -122,7 +122,7 @@ def _validates(config: bytes, tmp_path) -> None:
 def test_unappliable_config_fails_the_boot_with_ignitions_error(harness_session,
                                                                  ignition_distro, tmp_path):
     m = harness_session.new_machine(
-        "ignition-fails", harness_session.recipe(ignition_distro, extra_config=UNAPPLIABLE))
+        "ignition-fails", harness_session.spec(ignition_distro, extra_config=UNAPPLIABLE))
     seen: list[float] = []
 
     def watch_console() -> None:  # when Ignition's verdict reached the console

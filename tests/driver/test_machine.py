@@ -27,7 +27,7 @@ def test_kernel_panic_fails_the_boot_long_before_its_timeout_and_quotes_the_pani
         pytest.skip(f"{distro.name}: no separate kernel to boot directly")
     # No initrd and a root that does not exist: the kernel panics at its root mount.
     panic = KernelBoot(local_image.kernel, "console=ttyS0 root=/dev/nonexistent panic=0")
-    m = harness_session.new_machine("panic", harness_session.recipe(distro, kernel_boot=panic))
+    m = harness_session.new_machine("panic", harness_session.spec(distro, kernel_boot=panic))
     with pytest.raises(BootFailure, match="kernel-panic") as failure:
         m.start()
     # The console watch ended it (a BootFailure naming the panic), not the boot's
@@ -39,7 +39,7 @@ def test_kernel_panic_fails_the_boot_long_before_its_timeout_and_quotes_the_pani
 
 def test_domain_destroyed_while_waiting_fails_within_seconds(harness_session, distro,
                                                              accelerator):
-    m = harness_session.new_machine("destroyed", harness_session.recipe(distro))
+    m = harness_session.new_machine("destroyed", harness_session.spec(distro))
 
     def destroy_once_running():
         for _ in range(300):

@@ -22,7 +22,7 @@ def test_guest_traffic_goes_through_the_hypervisors_ssh_and_fails_clearly_withou
                                   artifacts=REPO / "artifacts" / "remote-host"))
         session.open()
         try:
-            m = session.machine("jumped", session.recipe("refos"))
+            m = session.machine("jumped", session.spec("refos"))
             # The forward stays on the hypervisor's loopback; the console is streamed
             # back (a pty there, this machine's console.log here) from its first line.
             assert "hostfwd=tcp:127.0.0.1:" in m.xml and "<serial type=\"pty\">" in m.xml

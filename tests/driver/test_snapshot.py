@@ -37,11 +37,11 @@ def test_restored_machine_has_the_hosts_time_runs_containers_and_reboots(machine
 def test_changed_seed_produces_a_new_save(machine_factory, machine, harness_session):
     extra = {"write_files": [{"path": "/etc/harness-seeded", "content": "yes\n"}]}
     m = machine_factory("seeded", extra_config=extra)
-    # Restored from a save of its own recipe, made by a cold boot with that seed ...
+    # Restored from a save of its own spec, made by a cold boot with that seed ...
     assert "restore" in m.timings
     assert m.template is not machine.template
-    assert m.template.recipe.extra_config == extra
-    assert set(harness_session.templates.saves) >= {m.recipe.key(), machine.recipe.key()}
+    assert m.template.spec.extra_config == extra
+    assert set(harness_session.templates.saves) >= {m.spec.key(), machine.spec.key()}
     # ... so the guest has what the seed wrote, and the shared machine does not.
     assert m.succeed("cat /etc/harness-seeded").strip() == "yes"
     machine.fail("test -e /etc/harness-seeded")

@@ -1,7 +1,7 @@
 """Saves that outlive the run (harness.vm.savecache), across real pytest processes.
 
 One cold boot serves the module: the first child run boots and keeps its save,
-every later run restores it. The recipe is this module's own (a marker file in
+every later run restores it. The spec is this module's own (a marker file in
 the extra configuration), so the first run is cold whatever the cache holds, and
 its saves are removed at the end.
 """

@@ -1,5 +1,5 @@
 """Started by test_warm_start.py, in a pytest process of its own as a user's run: one
-machine of a recipe that only the calling test uses (WARM_PROBE_MARK), and what
+machine of a spec that only the calling test uses (WARM_PROBE_MARK), and what
 its start cost, written as JSON to WARM_PROBE_OUT. Not collected on its own (no
 test_ prefix)."""
 
@@ -38,5 +38,5 @@ def test_probe(machine_factory, harness_session):
         "met": _meet(m.res.domain.name()), "timings": m.timings,
         "warm": isinstance(m.template, savecache.Template),
         "domain": m.res.domain.name(), "uuid": m.res.domain.UUIDString(),
-        "key": harness_session.templates.cache_keys.get(m.recipe.key(), ""),
+        "key": harness_session.templates.cache_keys.get(m.spec.key(), ""),
     }))

@@ -116,7 +116,7 @@ def paused_domain(conn: libvirt.virConnect, run: runs.Run, name: str,
 
 def paused_spec(run: runs.Run, name: str, fw_cfg: tuple[tuple[str, Path], ...] = (),
                 owner: runs.Owner | None = None, port: int = 0) -> domain.DomainSpec:
-    """The recipe of paused_domain's domains (64 MiB, BIOS, no disk)."""
+    """The domain spec of paused_domain's domains (64 MiB, BIOS, no disk)."""
     return domain.DomainSpec(
         name=run.domain_name(name), run_id=run.id, memory_mib=64, firmware="bios", disks=(),
         console_log=run.dir / f"{name}.console.log", ssh_port=port or free_port(), fw_cfg=fw_cfg,

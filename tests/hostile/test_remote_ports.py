@@ -31,7 +31,7 @@ def remote_session(tmp_path, runtime):
 def test_a_port_taken_before_qemu_binds_it_is_retried_on_another(remote_session, monkeypatch):
     s = remote_session
     assert isinstance(s.forward_port(), remote.RemotePort)  # chosen there, no local lock
-    m = s.new_machine("collide", s.recipe("refos"))
+    m = s.new_machine("collide", s.spec("refos"))
     with socket.socket() as taken:  # someone on the hypervisor's loopback took the port
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -63,7 +63,7 @@ def test_remote_console_streams_across_save_and_restore_and_the_domain_is_destro
     boot and panics in seconds."""
     s = remote_session
     kernel = storage.upload(storage.pool(s.conn), s.run.volume_prefix() + "kernel",
-                            s.recipe("refos").image.kernel).path()
+                            s.spec("refos").image.kernel).path()
     spec = domain.DomainSpec(
         name=s.run.domain_name("streamed"), run_id=s.run.id, memory_mib=256, firmware="bios",
         disks=(), console_log=s.run.dir / "unused.log", ssh_port=free_port(),

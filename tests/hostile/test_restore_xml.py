@@ -1,8 +1,9 @@
 """A save file's own domain XML is never what a restore runs (issue 31, item 8):
 libvirt's ABI check lets a restore keep host devices, 9p file systems, extra disks
-and QEMU arguments, so the XML comes from the recipe (snapshot.restore_xml) and
-only the saved UUID is taken over. Real libvirt: a tiny domain started paused, with
-hostile additions, saved by libvirt, restored; no OS boots."""
+and QEMU arguments, so the XML comes from the harness's machine spec
+(snapshot.restore_xml) and only the saved UUID is taken over. Real libvirt: a tiny
+domain started paused, with hostile additions, saved by libvirt, restored; no OS
+boots."""
 
 from xml.etree import ElementTree as ET
 

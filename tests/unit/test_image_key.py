@@ -1,12 +1,12 @@
-"""What names a built image and a machine: the recipe's files and the code that shapes
-them, not a version string (harness.images.build.recipe_hash, machine Recipe.key)."""
+"""What names a built image and a machine: the image recipe's files and the code that
+shapes them, not a version string (harness.images.build.recipe_hash, MachineSpec.key)."""
 
 from pathlib import Path
 from types import SimpleNamespace
 
 from harness import catalog
 from harness.images import build
-from harness.vm.machine import Recipe
+from harness.vm.machine import MachineSpec
 
 
 def test_the_builder_modules_are_the_builder_and_what_it_imports():
@@ -26,7 +26,8 @@ def test_a_step_moved_into_a_module_of_its_own_is_in_the_recipe_hash(tmp_path: P
 
 def test_a_machine_key_names_what_the_guest_is_made_of_and_nothing_else():
     refos = catalog.get("refos")
-    key = Recipe(refos, SimpleNamespace(key="img-1")).key()
-    assert Recipe(refos, SimpleNamespace(key="img-1")).key() == key
-    assert Recipe(refos, SimpleNamespace(key="img-2")).key() != key
-    assert Recipe(refos, SimpleNamespace(key="img-1"), extra_config="runcmd: [true]").key() != key
+    key = MachineSpec(refos, SimpleNamespace(key="img-1")).key()
+    assert MachineSpec(refos, SimpleNamespace(key="img-1")).key() == key
+    assert MachineSpec(refos, SimpleNamespace(key="img-2")).key() != key
+    marked = MachineSpec(refos, SimpleNamespace(key="img-1"), extra_config="runcmd: [true]")
+    assert marked.key() != key

@@ -13,23 +13,23 @@ import pytest
 from harness import catalog
 from harness.paths import REPO
 from harness.vm import savecache
-from harness.vm.machine import Recipe
+from harness.vm.machine import MachineSpec
 
 XML = ("<domain type='qemu'><name>harness-aaaa1111-refos-t1</name>"
        "<uuid>11111111-2222-3333-4444-555555555555</uuid><memory>1</memory></domain>")
 
 
-def _inputs(**recipe) -> dict:
-    image = SimpleNamespace(key=recipe.pop("image", "img-1"))
-    r = Recipe(catalog.get("refos"), image, **recipe)
-    return {"recipe": r.key(), "boot": dataclasses.asdict(r.distro.boot), "code": "c1",
+def _inputs(**spec) -> dict:
+    image = SimpleNamespace(key=spec.pop("image", "img-1"))
+    r = MachineSpec(catalog.get("refos"), image, **spec)
+    return {"spec": r.key(), "boot": dataclasses.asdict(r.distro.boot), "code": "c1",
             "qemu": 7002000, "libvirt": 9000000, "machine": "pc-i440fx-7.2", "accel": "tcg"}
 
 
 @pytest.mark.parametrize("change", [
     {"image": "img-2"}, {"extra_config": {"runcmd": ["true"]}}, {"seed_format": "config-2"},
 ])
-def test_a_changed_recipe_input_makes_a_new_save_key(change):
+def test_a_changed_machine_spec_makes_a_new_save_key(change):
     assert savecache.digest(_inputs(**change)) != savecache.digest(_inputs())
 
 
@@ -102,12 +102,12 @@ def test_a_changed_seed_document_changes_the_key_a_session_looks_saves_up_by(rep
     """cache_key as a session calls it, on libvirt's own test driver (no VM)."""
     conn = libvirt.open("test:///default")
     try:
-        recipe = Recipe(catalog.get("refos"), SimpleNamespace(key="img-1"))
-        before = savecache.cache_key(conn, recipe, "tcg", repo_copy)
-        assert savecache.cache_key(conn, recipe, "tcg", repo_copy) == before
+        spec = MachineSpec(catalog.get("refos"), SimpleNamespace(key="img-1"))
+        before = savecache.cache_key(conn, spec, "tcg", repo_copy)
+        assert savecache.cache_key(conn, spec, "tcg", repo_copy) == before
         path = repo_copy / "seeds/cloud-config.json"
         path.write_text(path.read_text().replace('"ssh_pwauth": false', '"ssh_pwauth": true'))
-        assert savecache.cache_key(conn, recipe, "tcg", repo_copy) != before
+        assert savecache.cache_key(conn, spec, "tcg", repo_copy) != before
     finally:
         conn.close()
 
