@@ -64,7 +64,7 @@ def fedora_coreos(text: str, where: str = "") -> fetch.Source:
 
 
 def flatcar(text: str, distro: Distro) -> fetch.Source:
-    """Flatcar's version.txt (FLATCAR_VERSION=…) filled into the entry's URL templates."""
+    """Flatcar's version.txt (FLATCAR_VERSION=…) filled into the entry's URL patterns."""
     m = re.search(r"^FLATCAR_VERSION=(\S+)$", text, re.M)
     if not m:
         raise fetch.FetchError(f"{distro.image.stream_url}: no FLATCAR_VERSION line")

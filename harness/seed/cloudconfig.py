@@ -29,7 +29,7 @@ RANCHER_KEYS = {"rancher", "ssh_authorized_keys", "hostname", "write_files", "ru
 
 def document(config: dict) -> bytes:
     """`#cloud-config` then the table as JSON: JSON is YAML, so every reader parses
-    it as data, and nothing is ever templated as text."""
+    it as data, and nothing is ever pieced together as text."""
     return b"#cloud-config\n" + json.dumps(config, indent=2).encode() + b"\n"
 
 
