@@ -344,7 +344,7 @@ def cmd_matrix(args: argparse.Namespace) -> int:
     names = matrix.select(args.distro)
     uris = [u for given in args.uris or [args.libvirt_uri] for u in given.split(",") if u]
     artifacts = Path(args.artifacts).resolve()
-    opts = matrix.Options(artifacts, uris, args.suites or [str(REPO / "tests" / "suites")],
+    opts = matrix.MatrixOptions(artifacts, uris, args.suites or [str(REPO / "tests" / "suites")],
                           args.accel, args.offline, args.margin_mib, tuple(args.pytest_args))
     free = matrix.free_by_host(uris)
     print("harness matrix: " + ", ".join(names) + "; free memory: "

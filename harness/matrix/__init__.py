@@ -161,7 +161,10 @@ def distro_scheduler(names: list[str]) -> type:
 # -- running ------------------------------------------------------------------------------
 
 @dataclass
-class Options:
+class MatrixOptions:
+    """How a matrix runs (the command line's choices); harness.vm.session.Options is
+    a session's."""
+
     artifacts: Path
     uris: list[str]
     suites: list[str]
@@ -171,7 +174,7 @@ class Options:
     pytest_args: tuple[str, ...] = ()
 
 
-def run(names: list[str], opts: Options, free_mib: dict[str, int],
+def run(names: list[str], opts: MatrixOptions, free_mib: dict[str, int],
         resolve: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Run every distro, as many at once as memory allows; returns each one's status."""
     plan = jobs(names)
@@ -218,7 +221,7 @@ def _resolve(name: str, offline: bool) -> None:
     session.Images(session.Options(offline=offline)).get(catalog.get(name))
 
 
-def _one(job: Job, opts: Options, hosts: Hosts, resolve: Callable[[str], None]) -> dict:
+def _one(job: Job, opts: MatrixOptions, hosts: Hosts, resolve: Callable[[str], None]) -> dict:
     from harness import images
     from harness.images import build
 
@@ -254,7 +257,7 @@ def _not_run(reason: str) -> dict:
     return {"ran": False, "reason": reason}
 
 
-def _pytest(job: Job, opts: Options, uri: str, folder: Path) -> dict:
+def _pytest(job: Job, opts: MatrixOptions, uri: str, folder: Path) -> dict:
     """One distro's suites in a pytest process of its own; its output goes to pytest.log."""
     cmd = [sys.executable, "-m", "pytest", *opts.suites, f"--distro={job.distro}",
            f"--libvirt-uri={uri}", f"--accel={opts.accel}", f"--artifacts={opts.artifacts}",

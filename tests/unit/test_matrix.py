@@ -120,7 +120,7 @@ def _stand_in_run(tmp_path, monkeypatch, free_mib: int, resolve=lambda name: Non
     suite.write_text(STAND_IN)
     events, release = tmp_path / "events", tmp_path / "release"
     monkeypatch.setenv("MATRIX_EVENTS", str(events))
-    opts = matrix.Options(tmp_path / "artifacts", ["qemu:///system"], [str(suite)])
+    opts = matrix.MatrixOptions(tmp_path / "artifacts", ["qemu:///system"], [str(suite)])
     if hold is None:
         release.touch()
     result = {}
@@ -256,7 +256,7 @@ import sys
 from pathlib import Path
 from harness import matrix
 from harness.signals import unwind_on_sigterm
-opts = matrix.Options(Path(sys.argv[1]), ["qemu:///system"], [sys.argv[2]])
+opts = matrix.MatrixOptions(Path(sys.argv[1]), ["qemu:///system"], [sys.argv[2]])
 with unwind_on_sigterm():
     matrix.run(["refos", "refos-noapparmor"], opts, {"qemu:///system": 1024 + 1280 + 500},
                lambda name: None)
