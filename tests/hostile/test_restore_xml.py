@@ -42,7 +42,7 @@ def _hostile(xml: str, with_devices: bool = False) -> str:
     return ET.tostring(root, encoding="unicode")
 
 
-def test_restore_xml_is_the_recipes_domain_whatever_the_save_says(runtime, libvirt_conn):
+def test_restore_xml_is_the_harness_domain_whatever_the_save_says(runtime, libvirt_conn):
     run = runs.Run.start(libvirt_conn)
     try:
         spec = paused_spec(run, "tpl")

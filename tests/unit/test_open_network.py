@@ -13,16 +13,17 @@ from harness import catalog, seed
 from harness.images import LocalImage
 from harness.paths import REPO
 from harness.vm import domain
-from harness.vm.machine import Recipe
+from harness.vm.machine import MachineSpec
 from harness.vm.session import Options, Session
 from tests.helpers import run_pytest
 
 
 def _machine_xml(session: Session, tmp_path: Path) -> str:
     """The domain XML a machine of `session` would boot from (no image is opened)."""
-    m = session.new_machine("net", Recipe(catalog.get("refos"), LocalImage(Path("unused"), "")))
+    spec = MachineSpec(catalog.get("refos"), LocalImage(Path("unused"), ""))
+    m = session.new_machine("net", spec)
     m.seed = seed.Media({})
-    xml = domain.domain_xml(m._spec(40022))
+    xml = domain.domain_xml(m._domain_spec(40022))
     (tmp_path / "domain.xml").write_text(xml)
     return xml
 

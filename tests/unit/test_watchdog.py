@@ -10,14 +10,14 @@ import libvirt
 from harness import catalog
 from harness.images import LocalImage
 from harness.vm import domain
-from harness.vm.machine import Recipe
+from harness.vm.machine import MachineSpec
 
 
 def test_check_alive_only_reports_and_the_watchdog_power_cycles_a_stuck_reset(
         harness_session):
     s = harness_session
     # refos boots with UEFI, where a stuck reset is watched for; no image is opened here.
-    m = s.new_machine("watchdog", Recipe(catalog.get("refos"), LocalImage(Path("unused"), "")))
+    m = s.new_machine("watchdog", MachineSpec(catalog.get("refos"), LocalImage(Path("unused"), "")))
     m.res.port = s.forward_port()
     spec = domain.DomainSpec(
         name=s.run.domain_name(m.id), run_id=s.run.id, memory_mib=64, firmware="bios",
