@@ -41,7 +41,7 @@ def entries(names: list[str], known: dict[str, catalog.Distro] | None = None) ->
 
 def entry(d: catalog.Distro) -> Entry:
     image, cached = image_source(d)
-    why = {name: check(d) for name, check in PROMISES.items()}
+    why = {name: check(d, False) for name, check in PROMISES.items()}  # a closed network
     return Entry(d.name, d.title, d.family, d.promises.update, d.boot.firmware,
                  d.boot.memory_mib, d.boot.seed, image, cached,
                  [name for name, reason in why.items() if reason is None],
@@ -53,7 +53,7 @@ def image_source(d: catalog.Distro) -> tuple[str, bool]:
     if d.builtin:
         built = build.artifacts()  # hashes the recipe's files, builds nothing
         return "build", (built.root / "build.json").is_file() and \
-            getattr(built, d.image.build).is_file()
+            built.disk_file(d.image.build).is_file()
     if given := os.environ.get(images.env_var(d)):
         return "local", os.path.isfile(given)
     return "download", _downloaded(d)
