@@ -14,6 +14,7 @@ from harness import catalog, images, settings
 from harness.images import build
 from harness.log import log, setup_cli_logging
 from harness.paths import REPO, UnsafeRuntimeDir, check_private_dir
+from harness.safefs import UntrustedCache
 
 if TYPE_CHECKING:  # pytest is imported only by the commands that run it
     from pytest import TestReport
@@ -39,6 +40,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    images.check_build_cache()
     built = build.build(force=args.force)
     manifest = built.manifest()
     print(f"refos build {manifest['build_id']} in {built.root} "
@@ -147,7 +149,8 @@ def cmd_fetch(args: argparse.Namespace) -> int:
         policy = dataclasses.replace(
             policy, mirrors=fetch.parse_mirrors(" ".join(args.mirror)) + policy.mirrors,
             allow_insecure_http=policy.allow_insecure_http or args.allow_insecure_http,
-            import_dir=str(Path(args.import_dir).resolve()) if args.import_dir else "")
+            import_dir=str(Path(args.import_dir).resolve()) if args.import_dir else "",
+            trust_import=args.trust_import)
     except fetch.FetchError as e:
         log.error("%s", e)
         return 2
@@ -399,6 +402,9 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true", help="with --urls: as JSON, with digests")
     f.add_argument("--import", dest="import_dir", default="", metavar="DIR",
                    help="take the files from DIR (downloaded elsewhere), verified as downloads")
+    f.add_argument("--trust-import", action="store_true",
+                   help="with --import: accept DIR's own checksum files or stream metadata "
+                        "when nothing else vouches for the image (logged as UNVERIFIED)")
     f.add_argument("--mirror", action="append", default=[], metavar="HOST=URL",
                    help="serve HOST's files from URL instead (repeatable; also HARNESS_MIRRORS)")
     f.add_argument("--allow-insecure-http", action="store_true",
@@ -457,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
     except (UsageError, catalog.CatalogError, images.ImageUnavailable, images.ImageUsageError,
             accel.AccelError, build.BuildError, settings.SettingError, SessionError,
-            UnsafeRuntimeDir) as e:
+            UnsafeRuntimeDir, UntrustedCache) as e:
         log.error("%s", e)
         return 2
 

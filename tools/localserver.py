@@ -4,9 +4,11 @@ The fetcher's tests and its benchmark need a server that serves byte ranges
 and, on demand, drops the connection mid-file, answers 503, serves the wrong
 bytes, stalls or trickles. Faults are queued per path and used up one per
 request, so "503 then 200" is `faults=["503"]`. Every request is logged.
+Given a certificate and its key, it speaks HTTPS instead.
 """
 
 import gzip
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,7 +19,8 @@ from pathlib import Path
 # close), "wrong" (same length, other bytes), "stall:SECONDS" (wait before the
 # body), "slow:BYTES_PER_SECOND", "norange" (ignore a Range header), "206"
 # (answer 206 Partial Content from byte 0, asked or not), "gzip" (compress the
-# body on the fly when the client accepts gzip, as some servers do).
+# body on the fly when the client accepts gzip, as some servers do), "endless" (a body
+# with no length that never ends, until the client hangs up), "redirect:URL" (302 to URL).
 
 
 @dataclass
@@ -49,12 +52,17 @@ class Request:
 class LocalServer:
     """`with LocalServer() as s: s.add("/a.img", data); s.url("/a.img")`."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.routes: dict[str, Route] = {}
         self.log: list[Request] = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
+        self.scheme = "https" if tls else "http"
+        if tls:  # (certificate, key), PEM
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*map(str, tls))
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
                                        daemon=True)
 
@@ -72,7 +80,7 @@ class LocalServer:
         return self.url(path)
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.httpd.server_address[1]}{path}"
 
     def requests_for(self, path: str) -> list[Request]:
         with self.lock:
@@ -97,6 +105,10 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
                 return self._status(int(fault), fault)
             if fault == "gzip" and "gzip" in self.headers.get("Accept-Encoding", ""):
                 return self._gzip(route)
+            if fault.startswith("redirect:"):
+                return self._redirect(fault.removeprefix("redirect:"), fault)
+            if fault == "endless":
+                return self._endless()
             self._serve(route, fault)
 
         def _gzip(self, route: Route) -> None:
@@ -107,6 +119,26 @@ def _handler(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def _redirect(self, to: str, fault: str) -> None:
+            self._log(302, fault)
+            self.send_response(302)
+            self.send_header("Location", to)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def _endless(self) -> None:
+            """200 with no Content-Length (HTTP/1.0: the body ends when the connection
+            does), then zeros until the client goes away."""
+            self._log(200, "endless")
+            self.send_response(200)
+            self.end_headers()
+            chunk = bytes(1024 * 1024)
+            try:
+                while True:
+                    self.wfile.write(chunk)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                self.close_connection = True
 
         def _status(self, code: int, fault: str) -> None:
             self._log(code, fault)

@@ -12,10 +12,12 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import catalog, settings
+from harness import catalog, safefs, settings
 from harness.catalog import Distro
 from harness.images import build, convert, fetch, streams
-from harness.log import log
+from harness.log import log, redact
+from harness.paths import cache_dir
+from harness.safefs import UntrustedCache
 
 
 class ImageUsageError(ValueError):
@@ -58,12 +60,13 @@ class LocalImage:
     digest: str = ""  # of the verified download (or the local file)
     media: str = "disk"  # "cdrom" for ISO images: attach read-only as a CD-ROM
     served_from: str = field(default="")  # the mirror or imported file that served it
+    verified_by: str = ""  # what the digest was checked against (the trust anchor)
 
     def record(self) -> dict:
-        """What a run records about its image."""
+        """What a run records about its image (no URL in it carries a password)."""
         return {"key": self.key, "path": str(self.path), "version": self.version,
-                "source": self.source, "digest": self.digest, "media": self.media,
-                "served_from": self.served_from}
+                "source": redact(self.source), "digest": self.digest, "media": self.media,
+                "served_from": redact(self.served_from), "verified_by": self.verified_by}
 
 
 def resolve(distro: Distro, offline: bool = False, image_path: Path | str | None = None,
@@ -77,6 +80,10 @@ def resolve(distro: Distro, offline: bool = False, image_path: Path | str | None
             raise ImageUsageError(f"{why} {given}: {distro.name} is built here from "
                                   "images/refos (`harness build`), so a local image is not "
                                   "used; drop it, or pick a downloaded distro")
+        try:
+            check_build_cache()
+        except UntrustedCache as e:
+            raise ImageUnavailable(distro, "untrusted cache", str(e)) from None
         built = build.build()
         path = built.disk_file(distro.image.build)
         return LocalImage(path, f"{built.root.name}-{path.stem}", built.kernel)
@@ -84,13 +91,28 @@ def resolve(distro: Distro, offline: bool = False, image_path: Path | str | None
     try:
         disk = convert.to_qcow2(got.path, got.digest, distro.image.format, distro.image.member,
                                 max_mib=distro.image.max_mib)
+    except UntrustedCache as e:
+        raise ImageUnavailable(distro, "untrusted cache", str(e), got.version) from None
     except convert.ConvertError as e:
         if given:
             raise ImageUsageError(f"{why} {given}: {e}") from None
         raise ImageUnavailable(distro, _convert_kind(e), str(e), got.version) from None
     media = "cdrom" if distro.image.format == "iso" else "disk"
     return LocalImage(disk, f"{distro.name}-{got.digest.split(':', 1)[1][:16]}", None,
-                      got.version, got.url, got.digest, media, got.served_from)
+                      got.version, got.url, got.digest, media, got.served_from,
+                      got.verified_by)
+
+
+def check_build_cache() -> None:
+    """refos's build is used, and its lock opened, only where this uid alone can write
+    (safefs; else UntrustedCache): another user's "build" would boot as ours, and a
+    lock planted as a symlink would be truncated by build(). Checked once, it holds:
+    nobody else can change the folders below a trusted one."""
+    out, root = build.artifacts(), cache_dir()
+    safefs.folder(out.root.parent, root)
+    safefs.check_file(out.root.with_suffix(".lock"), root)
+    if safefs.folder(out.root, root, make=False):
+        safefs.check_file(out.root / "build.json", root)
 
 
 def env_var(distro: Distro) -> str:
@@ -123,10 +145,15 @@ def ways_out(distro: Distro) -> list[str]:
                     if (h := urllib.parse.urlsplit(u).hostname)})
     name = Path(distro.image.urls[0]).name if distro.image.urls else "the image"
     mirror = hosts[0] if hosts else "HOST"
+    # A checksum file carried in with the image vouches for nothing (fetch._expected).
+    anchored = bool(distro.image.digest or distro.image.signature_url)
+    vouch = "" if anchored else (" (nothing in the catalog vouches for them offline: add "
+                                 "--trust-import once you have checked them yourself)")
     return [
         f"--image PATH (or {env_var(distro)}=PATH): a copy of {name} you already have",
         f"`harness fetch --urls {distro.name}` lists the files to download elsewhere; "
-        f"`harness fetch --import DIR {distro.name}` verifies them and puts them in the cache",
+        f"`harness fetch --import DIR {distro.name}` verifies them and puts them in the "
+        f"cache{vouch}",
         f"a mirror of {', '.join(hosts) or 'the download host'}: "
         f"HARNESS_MIRRORS={mirror}=URL (or `harness fetch --mirror {mirror}=URL`)",
     ]
@@ -138,7 +165,8 @@ def _version(distro: Distro) -> str:
 
 def _convert_kind(e: convert.ConvertError) -> str:
     return {convert.TooLarge: "too large", convert.UnsafeImage: "unsafe image",
-            convert.NotADisk: "not a disk image"}.get(type(e), "conversion")
+            convert.NotADisk: "not a disk image",
+            convert.DiskFull: "disk full"}.get(type(e), "conversion")
 
 
 def _fetched(distro: Distro, offline: bool, policy: fetch.Policy | None) -> fetch.Fetched:
@@ -149,6 +177,8 @@ def _fetched(distro: Distro, offline: bool, policy: fetch.Policy | None) -> fetc
         return fetch.fetch(source, offline, policy, label=distro.name)
     except fetch.FetchError as e:
         raise ImageUnavailable(distro, e.kind, str(e), version) from None
+    except UntrustedCache as e:
+        raise ImageUnavailable(distro, "untrusted cache", str(e), version) from None
 
 
 def _local(distro: Distro, path: Path, why: str) -> fetch.Fetched:
@@ -166,7 +196,9 @@ def _local(distro: Distro, path: Path, why: str) -> fetch.Fetched:
                               f"{distro.image.digest}, got {digest}")
     log.info("image: %s: local file %s (%s%s)", distro.name, path, digest,
              ", matches the catalog" if distro.image.digest else ", nothing pinned to check")
-    return fetch.Fetched(path.resolve(), digest, str(path.resolve()))
+    anchor = ("the digest pinned in the catalog" if distro.image.digest
+              else f"nothing: a local file given with {why}, nothing pinned to check")
+    return fetch.Fetched(path.resolve(), digest, str(path.resolve()), verified_by=anchor)
 
 
 def needed_files(distro: Distro, policy: fetch.Policy | None = None,

@@ -12,28 +12,35 @@ it claims to be, and a qcow2 or vmdk that names a backing file, a parent, an
 external data file or extents in other files is refused (`qemu-img info`),
 since it would pull host files into the guest. Conversion also opens the image
 with backing files disabled.
+
+What a step made is trusted no more than a download: its folder must be ours
+from the cache root down (harness.safefs), and the qcow2 handed to the driver
+is inspected again on every use, so a derived image that names a backing file
+is refused however it got there. A full disk is one line, the partial file
+removed.
 """
 
 import bz2
-import contextlib
-import fcntl
+import errno
 import fnmatch
 import gzip
 import json
 import lzma
+import os
 import subprocess
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from harness import settings
+from harness import safefs, settings
 from harness.log import step
 from harness.paths import cache_dir
 
 MAGIC = {b"\xfd7zXZ\x00": "xz", b"BZh": "bz2", b"\x1f\x8b": "gz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)  # out of space, or over a quota
 DEFAULT_MAX_MIB = 32768  # the catalog's largest disks are about 10 GiB
 
 
@@ -51,6 +58,10 @@ class TooLarge(ConvertError):
 
 class UnsafeImage(ConvertError):
     """The image refers to other files (backing file, parent, data file, extents)."""
+
+
+class DiskFull(ConvertError):
+    """The cache's disk ran out of space during a step; its partial file was removed."""
 
 
 def max_bytes(max_mib: int = 0) -> int:
@@ -128,33 +139,39 @@ def inspect(path: Path, fmt: str, limit: int) -> dict:
 def to_qcow2(src: Path, digest: str, declared_format: str, member: str = "",
              cache: Path | None = None, max_mib: int = 0) -> Path:
     """The qcow2 for a verified download: each step below is cached on its own."""
-    out = derived_dir(digest, cache)
+    root = cache or cache_dir()
+    out = derived_dir(digest, root)
     limit = max_bytes(max_mib)
     path = src
     if (kind := compression_of(path)) != "none":
         path = cached_step(out / "decompressed",
                            lambda dst, p=path, k=kind: decompress(p, dst, k, limit),
-                           f"decompress {kind}")
+                           f"decompress {kind}", root)
     fmt = disk_format(path, declared_format)
     if fmt == "ova":
         path = cached_step(out / "member.vmdk",
                            lambda dst, p=path: ova_member(p, member or "*.vmdk", dst, limit),
-                           "take the disk out of the OVA")
+                           "take the disk out of the OVA", root)
         fmt = disk_format(path, "vmdk")
     check_looks_like(path, fmt)
     inspect(path, "raw" if fmt == "iso" else fmt, limit)
     if fmt == "qcow2":
         return path
-    return cached_step(out / "disk.qcow2",
+    disk = cached_step(out / "disk.qcow2",
                        lambda dst, p=path, f=fmt: qemu_img_convert(p, f, dst),
-                       f"convert {fmt} to qcow2")
+                       f"convert {fmt} to qcow2", root)
+    inspect(disk, "qcow2", limit)  # ours, but checked on every use like any other image
+    return disk
 
 
-def cached_step(dest: Path, make: Callable[[Path], None], what: str) -> Path:
-    """Run `make(tmp)` once per destination, under a lock; rename the result into place."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(dest.with_name(dest.name + ".lock")):
-        if dest.exists():
+def cached_step(dest: Path, make: Callable[[Path], None], what: str,
+                root: Path | None = None) -> Path:
+    """Run `make(tmp)` once per destination, under a lock; rename the result into place.
+    The folder and a result found there must be ours (safefs.UntrustedCache)."""
+    root = root or cache_dir()
+    safefs.folder(dest.parent, root)
+    with safefs.locked(dest.with_name(dest.name + ".lock"), root):
+        if safefs.check_file(dest, root):
             return dest
         tmp = dest.with_name(dest.name + ".partial")
         tmp.unlink(missing_ok=True)
@@ -162,16 +179,15 @@ def cached_step(dest: Path, make: Callable[[Path], None], what: str) -> Path:
             with step(f"{what} ({dest.parent.name[:19]})", "image"):
                 make(tmp)
             tmp.rename(dest)
+        except OSError as e:
+            if e.errno not in FULL:
+                raise
+            raise DiskFull(f"{dest}: no space left on the device of the cache {root} while "
+                           f"{what}; the partial file was removed: free some space, or set "
+                           "HARNESS_CACHE to a folder on a larger disk") from None
         finally:
             tmp.unlink(missing_ok=True)
     return dest
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 def decompress(src: Path, dst: Path, kind: str, limit: int | None = None) -> None:
@@ -192,14 +208,15 @@ def decompress(src: Path, dst: Path, kind: str, limit: int | None = None) -> Non
         with opener(src) as fin:
             _copy_capped(fin, dst, limit, src)
     except (lzma.LZMAError, OSError, EOFError) as e:
-        if isinstance(e, ConvertError):
-            raise
+        if isinstance(e, ConvertError) or getattr(e, "errno", None) in FULL:
+            raise  # a full disk is the cache's trouble, not the file's
         raise ConvertError(f"{src}: cannot decompress as {kind}: {e}") from None
 
 
 def _copy_capped(fin: IO[bytes], dst: Path, limit: int, src: Path) -> None:
     written = 0
-    with open(dst, "wb") as fout:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    with os.fdopen(safefs.open_fd(dst, flags), "wb") as fout:
         while chunk := fin.read(1024 * 1024):
             written += len(chunk)
             if written > limit:
@@ -239,9 +256,13 @@ def qemu_img_convert(src: Path, fmt: str, dst: Path) -> None:
 
 def _run(*cmd: str) -> str:
     try:
-        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        # errors="replace": qemu-img quotes names stored in the untrusted image
+        return subprocess.run(cmd, check=True, capture_output=True, text=True,
+                              errors="replace").stdout
     except FileNotFoundError as e:
         raise ConvertError(f"{cmd[0]} is not installed (Debian package: "
                            f"{'qemu-utils' if cmd[0] == 'qemu-img' else cmd[0]})") from e
     except subprocess.CalledProcessError as e:
+        if "No space left on device" in e.stderr:
+            raise OSError(errno.ENOSPC, e.stderr.strip()) from None  # cached_step says it
         raise ConvertError(f"{' '.join(cmd)} failed: {e.stderr.strip()}") from e

@@ -6,8 +6,9 @@ the repo's armored key (reviewable text) is de-armored into a temporary file.
 Vendors sign in two ways (coreos/scripts build_library/release_util.sh at
 9f9208a5; flatcar/scripts ci-automation/ci_automation_common.sh at ab6d76d9):
 a clearsigned checksum file (`.DIGESTS.asc`) and a detached signature of the
-file itself (`.sig`). Only the text inside a verified clearsigned message is
-used, never lines around it.
+file itself (`.sig`, binary OpenPGP: it is handled as bytes throughout, never
+decoded). Only the text inside a verified clearsigned message is used, never
+lines around it.
 """
 
 import base64
@@ -15,24 +16,29 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-CLEARSIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
+CLEARSIGNED = b"-----BEGIN PGP SIGNED MESSAGE-----"
 
 
 class BadSignature(RuntimeError):
     """The signature did not verify; the message carries gpgv's own words."""
 
 
-def is_clearsigned(text: str) -> bool:
-    return text.lstrip().startswith(CLEARSIGNED)
+def is_clearsigned(data: bytes | str) -> bool:
+    raw = data.encode() if isinstance(data, str) else data
+    return raw.lstrip().startswith(CLEARSIGNED)
 
 
-def verify_clearsigned(text: str, key: Path) -> str:
+def verify_clearsigned(message: bytes | str, key: Path) -> str:
     """The signed text of a clearsigned message, once gpgv has verified it."""
     with tempfile.TemporaryDirectory(prefix="harness-gpgv-") as tmp:
         msg, out = Path(tmp) / "message.asc", Path(tmp) / "signed.txt"
-        msg.write_text(text)
+        msg.write_bytes(message.encode() if isinstance(message, str) else message)
         _gpgv(key.resolve(), Path(tmp), "--output", str(out), str(msg))
-        return out.read_text()
+        try:
+            return out.read_bytes().decode()
+        except UnicodeDecodeError as e:
+            raise BadSignature(f"the signed text is not UTF-8 ({e.reason} at byte "
+                               f"{e.start})") from None
 
 
 def verify_detached(sig: str | bytes, data: Path, key: Path) -> None:
@@ -48,7 +54,9 @@ def _gpgv(key: Path, tmp: Path, *args: str) -> None:
     keyring.write_bytes(dearmor(key))
     cmd = ["gpgv", "--homedir", str(tmp), "--status-fd", "1", "--keyring", str(keyring), *args]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, timeout=600)
+        # errors="replace": gpgv quotes the signature's own bytes (user IDs, notations)
+        r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", cwd=tmp,
+                           timeout=600)
     except FileNotFoundError:
         raise BadSignature("gpgv is not installed (Debian package gpgv)") from None
     if r.returncode != 0 or not _good(r.stdout.split()):

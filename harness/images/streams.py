@@ -21,6 +21,11 @@ FCOS_ARCH = "x86_64"
 def source(distro: Distro, offline: bool = False,
            policy: fetch.Policy | None = None) -> fetch.Source:
     """The Source for a downloaded entry; online, moving targets are looked up again."""
+    cap = distro.image.max_mib * 2**20  # 0: HARNESS_IMAGE_MAX_MIB, read by the fetcher
+    return dataclasses.replace(_source(distro, offline, policy), max_bytes=cap)
+
+
+def _source(distro: Distro, offline: bool, policy: fetch.Policy | None) -> fetch.Source:
     img = distro.image
     key = str(catalog.key_path(img)) if img.signature_key else ""
     if not img.stream:

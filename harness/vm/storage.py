@@ -6,7 +6,6 @@ volume backed by it, and its seed is uploaded as a volume of its own. Volumes
 made for a run carry the run id in their names, which is what cleanup matches.
 """
 
-import fcntl
 import json
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ from xml.etree import ElementTree as ET
 import libvirt
 import tenacity
 
+from harness import safefs
 from harness.log import step
 from harness.paths import cache_dir
 
@@ -92,11 +92,11 @@ def base_volume(conn: libvirt.virConnect, image: Path, key: str) -> tuple[str, i
     vsize = json.loads(subprocess.run(
         ["qemu-img", "info", "--output=json", str(image)],
         check=True, capture_output=True, text=True).stdout)["virtual-size"]
-    # Sessions sharing this cache folder (one user's parallel runs) upload a base once.
-    locks = cache_dir() / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    with open(locks / f"base-{key}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # Sessions sharing this cache folder (one user's parallel runs) upload a base once;
+    # the lock is the cache's like any other: ours, never opened through a symlink.
+    locks = safefs.folder(cache_dir() / "locks", cache_dir())
+    assert locks is not None  # made when missing
+    with safefs.locked(locks / f"base-{key}.lock", cache_dir()):
         if _lookup(p, marker) is None:
             if stale := _lookup(p, name):
                 stale.delete(0)

@@ -155,8 +155,12 @@ def test_import_of_good_files_verifies_them_and_fills_the_cache(tiny, cache, tmp
     distro = tiny(f'format = "raw"\nurls = ["{CANONICAL}"]\n'
                   'checksum_url = "https://download.test.invalid/tiny/1.0/SHA256SUMS"\n'
                   'checksum_algorithm = "sha256"')
-    image = images.resolve(distro, policy=fetch.Policy(import_dir=str(folder)))
+    # the folder's own SHA256SUMS vouches for nothing: taken only on the user's word
+    image = images.resolve(distro, policy=fetch.Policy(import_dir=str(folder),
+                                                       trust_import=True))
     assert image.digest == sha256(data) and image.served_from == str(folder / "tiny.img")
+    assert image.verified_by == (f"the checksum file {folder / 'SHA256SUMS'} from the import "
+                                 "folder, on the user's word (--trust-import)")
     assert fetch.cached(CANONICAL, cache)[0].read_bytes() == data
     assert images.resolve(distro, offline=True).path == image.path
 
