@@ -1,5 +1,5 @@
-"""Files in the cache, in folders the user hands in and in artifacts, opened as the
-shared places they may be.
+"""Files in the cache and in folders the user hands in, opened as the shared places
+they may be.
 
 Nothing in the cache is checked against anything but the cache's own records: a
 "verified" download is trusted because its entry says so, a derived qcow2
@@ -8,13 +8,17 @@ decides what boots. Another user may own it (HARNESS_CACHE pointed at theirs,
 a cache restored by CI as another uid) and plant a record, a qcow2 backed by a
 host file, or a lock that is a symlink to one of root's files.
 
-The rule is ownership, checked from the cache root down on every use: each
-folder must be a real folder (not a symlink) of this uid that nobody else can
-write, and each file a regular file of this uid with one link. Then nobody but
-this uid (and root) can have put anything there or swap it after the check.
-Anything else is refused with UntrustedCache, which names the path and the way
-out; nothing in it is changed or deleted. Files are opened with O_NOFOLLOW, a
-lock is never truncated, records are written to a temporary file and renamed.
+The rule is ownership, checked on every use: the folders above the cache root
+are owned by root or us and nobody else can rename in them
+(paths.check_trusted_path); from the root down, each folder is a real folder
+(not a symlink; the root may be a symlink of our own) of this uid that nobody
+else can write, and each file a regular file of this uid with one link. Then
+nobody but this uid (and root) can have put anything there or swap it after the
+check. Anything else is refused with UntrustedCache, which names the path and
+the way out; nothing in it is changed or deleted. Files are opened with
+O_NOFOLLOW and O_NONBLOCK (a FIFO is refused, not waited on), a lock is never
+truncated, records are written through paths.replace_file, small files are read
+up to a bound.
 """
 
 import contextlib
@@ -22,7 +26,6 @@ import errno
 import fcntl
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,19 +197,3 @@ def read_bytes(path: Path, limit: int = TEXT_MAX, root: Path | None = None) -> b
 def read_text(path: Path, root: Path, limit: int = TEXT_MAX) -> str:
     """A small text record of the cache (ours, regular, bounded); bad UTF-8 is an error."""
     return read_bytes(path, limit, root).decode()
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `path` through a new temporary file in its folder, renamed over it: a
-    symlink or FIFO planted at `path` is replaced, never written through."""
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

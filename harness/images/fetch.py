@@ -58,7 +58,7 @@ import urllib3
 from harness import safefs, settings
 from harness.images import signature
 from harness.log import log, redact
-from harness.paths import cache_dir
+from harness.paths import cache_dir, replace_file
 
 # Up to 8 MiB per read (read1 returns what has arrived, at most this). On 127.0.0.1
 # fewer, larger reads took the fetch of 256 MiB from 0.29 s to 0.21 s, curl 0.24 s
@@ -348,7 +348,7 @@ def _read_record(d: Path, root: Path) -> dict | None:
 
 
 def _write_record(d: Path) -> None:
-    safefs.write_atomic(d / "verified.json", json.dumps(_stat_record(d / "data")) + "\n")
+    replace_file(d / "verified.json", json.dumps(_stat_record(d / "data")) + "\n")
 
 
 def _evict(d: Path) -> None:
@@ -463,7 +463,7 @@ def _fetch_url(url: str, source: Source, policy: Policy, session: requests.Sessi
                                verified_by=anchor_of(path, cache))
         expected, image_sig, anchor = _expected(url, source, policy, session)
         safefs.folder(d, root)
-        safefs.write_atomic(d / "url", url + "\n")
+        replace_file(d / "url", url + "\n")
         where = locate(url, policy)
         if where != url:
             log.info("fetch: %s is served by %s", url, where)
@@ -478,8 +478,8 @@ def _fetch_url(url: str, source: Source, policy: Policy, session: requests.Sessi
         if image_sig:
             _verify_detached(image_sig, partial, source, d)
         log.info("fetch: %s: %s verified against %s", url, got, anchor)
-        safefs.write_atomic(d / "verified_by", anchor + "\n")
-        safefs.write_atomic(d / "digest", got + "\n")
+        replace_file(d / "verified_by", anchor + "\n")
+        replace_file(d / "digest", got + "\n")
         partial.rename(d / "data")
         _write_record(d)
         seconds = time.monotonic() - started
@@ -890,7 +890,7 @@ class Progress:
 def record_resolution(name: str, data: dict, cache: Path | None = None) -> None:
     d = safefs.folder(_root(cache) / "download" / "resolved", _root(cache))
     assert d is not None  # made when missing
-    safefs.write_atomic(d / f"{name}.json", json.dumps(data, indent=2) + "\n")
+    replace_file(d / f"{name}.json", json.dumps(data, indent=2) + "\n")
 
 
 def last_resolution(name: str, cache: Path | None = None) -> dict | None:
