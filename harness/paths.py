@@ -108,21 +108,26 @@ def private_mkdir(path: Path, mode: int = RUNTIME_MODE, setting: str = "HARNESS_
     return path
 
 
+def folder_problem(path: Path, st: os.stat_result) -> str | None:
+    """What makes `path` (lstat `st`) a folder someone else could change: a symlink
+    or no folder, another owner, or write access for group or others; None if none."""
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        return f"folder {path} is not a plain folder (a symlink or a file)"
+    if st.st_uid != os.geteuid():
+        return (f"folder {path} is owned by uid {st.st_uid}, not by this process "
+                f"(uid {os.geteuid()})")
+    if st.st_mode & 0o022:
+        return (f"folder {path} is writable by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}; `chmod go-w` it if you trust it)")
+    return None
+
+
 def check_private_dir(path: Path, setting: str = "HARNESS_RUNTIME") -> None:
     """Refuse a folder that is a symlink, not ours, or writable by group or others."""
-    st = os.lstat(path)
-    fix = (f"remove it (it may be someone else's trap) or set {setting} to a folder "
-           f"only uid {os.geteuid()} can write")
-    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
-        raise UnsafeRuntimeDir(f"folder {path} is not a plain folder "
-                               f"(a symlink or a file): refusing it; {fix}")
-    if st.st_uid != os.geteuid():
-        raise UnsafeRuntimeDir(f"folder {path} is owned by uid {st.st_uid}, not by "
-                               f"this process (uid {os.geteuid()}): refusing it; {fix}")
-    if st.st_mode & 0o022:
-        raise UnsafeRuntimeDir(f"folder {path} is writable by group or others "
-                               f"(mode {stat.S_IMODE(st.st_mode):04o}): refusing it; "
-                               f"chmod 711 it, or {fix}")
+    if problem := folder_problem(path, os.lstat(path)):
+        raise UnsafeRuntimeDir(f"{problem}: refusing it; remove it (it may be someone "
+                               f"else's trap) or set {setting} to a folder only uid "
+                               f"{os.geteuid()} can write")
 
 
 def check_trusted_path(path: Path, setting: str) -> Path:

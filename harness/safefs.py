@@ -98,17 +98,9 @@ def _trusted_parent(root: Path) -> None:
 
 
 def _check_dir(path: Path, st: os.stat_result, root: Path) -> None:
-    if not stat.S_ISDIR(st.st_mode):
-        raise UntrustedCache(f"cache folder {path} is not a plain folder (a symlink or a "
-                             f"file): refused; {_way_out(root)}")
-    if st.st_uid != os.geteuid():
-        raise UntrustedCache(f"cache folder {path} is owned by uid {st.st_uid}, not by this "
-                             f"process (uid {os.geteuid()}): what it holds may have been "
-                             f"planted, refused; {_way_out(root)}")
-    if st.st_mode & 0o022:
-        raise UntrustedCache(f"cache folder {path} is writable by group or others (mode "
-                             f"{stat.S_IMODE(st.st_mode):04o}): refused; `chmod go-w` it "
-                             f"if you trust it, or {_way_out(root)}")
+    if problem := paths.folder_problem(path, st):
+        raise UntrustedCache(f"cache {problem}: what it holds may have been planted, "
+                             f"refused; {_way_out(root)}")
 
 
 def check_file(path: Path, root: Path) -> bool:
