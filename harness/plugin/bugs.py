@@ -91,8 +91,9 @@ class BugCase:
     bug: Bug
 
     def node(self, distro: str) -> str:
-        """The pytest node id of this case for one `bug_distro`."""
-        return f"{self.nodeid}[{distro}]"
+        """The pytest node id of this case for one `bug_distro`, as an absolute path, so
+        pytest finds it whatever the current folder."""
+        return f"{REPO / self.nodeid}[{distro}]"
 
 
 class _Collector:

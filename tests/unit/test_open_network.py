@@ -69,8 +69,10 @@ def test_the_option_makes_update_suites_of_network_mechanisms_run(tmp_path):
 
 
 def test_no_vm_test_make_target_or_ci_job_opens_the_network():
+    folders = [REPO / "tests" / d for d in ("suites", "bugs", "driver")] + [REPO / "tools"]
+    assert all(f.is_dir() for f in folders), folders  # a renamed folder would pass unseen
     places = [REPO / "Makefile", *(REPO / ".github").rglob("*.yml"),
-              *(p for d in ("suites", "bugs", "harness") for p in (REPO / "tests" / d).rglob("*"))]
+              *(p for f in folders for p in f.rglob("*"))]
     opened = [str(p.relative_to(REPO)) for p in places if p.is_file() and p.suffix != ".pyc"
               and ("open-network" in (text := p.read_text(errors="replace"))
                    or "open_network" in text)]
