@@ -13,7 +13,7 @@ import libvirt
 from harness import catalog, images, settings
 from harness.images import build
 from harness.log import log, setup_cli_logging
-from harness.paths import REPO, UnsafeRuntimeDir, check_private_dir
+from harness.paths import REPO, UnsafeRuntimeDir, check_private_dir, make_dirs
 from harness.safefs import UntrustedCache
 
 if TYPE_CHECKING:  # pytest is imported only by the commands that run it
@@ -262,7 +262,7 @@ def _out_folder(out: Path) -> Path:
         raise UsageError(f"--out {out}: is a file, not a folder; give a folder "
                          "(it is made if missing)")
     try:
-        resolved.mkdir(parents=True, exist_ok=True)
+        make_dirs(resolved, 0o700)
     except OSError as e:
         raise UsageError(f"--out {out}: cannot make the folder ({e.strerror})") from None
     try:  # keys are written below it: nobody else may have planted names there

@@ -55,7 +55,7 @@ def runtime_dir() -> Path:
     if not path.is_absolute():
         raise UnsafeRuntimeDir(f"runtime folder {path}: not an absolute path; "
                                "set HARNESS_RUNTIME to an absolute path")
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_dirs(path.parent, 0o700)
     # Nobody but root and us can rename a folder above it, so checked once it stays.
     path = check_trusted_path(path.parent, "HARNESS_RUNTIME") / path.name
     try:
@@ -94,6 +94,23 @@ def _check_marked(path: Path) -> None:
         raise UnsafeRuntimeDir(f"runtime folder {path}: its {RUNTIME_MARKER} is not a file "
                                f"of uid {os.geteuid()}: refusing the folder; remove it or "
                                "set HARNESS_RUNTIME to a new path")
+
+
+def make_dirs(path: Path, mode: int = 0o755) -> Path:
+    """`mkdir -p`, but each folder it makes gets exactly `mode` whatever the umask: under
+    a umask of 002 (many distros' default for users) a folder the harness made itself
+    would be group-writable, and then refused by the harness's own checks."""
+    missing = []
+    while not os.path.lexists(path):
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode)
+        except FileExistsError:
+            continue  # another process made it: the checks that follow judge it
+        os.chmod(folder, mode)
+    return path
 
 
 def private_mkdir(path: Path, mode: int = RUNTIME_MODE, setting: str = "HARNESS_RUNTIME"

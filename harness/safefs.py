@@ -56,7 +56,7 @@ def folder(path: Path, root: Path, make: bool = True) -> Path | None:
     path, root = Path(path), Path(root)
     rel = path.relative_to(root)
     if make:
-        root.parent.mkdir(parents=True, exist_ok=True)
+        paths.make_dirs(root.parent)
     elif not root.parent.is_dir():
         return None
     root = _followed(root)

@@ -9,7 +9,6 @@ a build runs in a scratch directory and is renamed into place only when complete
 """
 
 import ast
-import fcntl
 import hashlib
 import json
 import shutil
@@ -21,6 +20,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import safefs
 from harness.images import ostree, snap
 from harness.images.steps import (
     MIB,
@@ -35,7 +35,7 @@ from harness.images.steps import (
     squashfs,
 )
 from harness.log import log, step
-from harness.paths import REPO, cache_dir
+from harness.paths import REPO, cache_dir, make_dirs
 from harness.registry import BUILT_DISKS
 
 __all__ = ["RECIPE", "Artifacts", "BuildError", "artifacts", "build", "recipe_hash"]
@@ -50,8 +50,6 @@ class Artifacts:
     """What one refos build produced; every path is inside the cache."""
 
     root: Path
-    # The bootable disks a build makes: the names catalog entries give as `image.build`.
-    DISKS = tuple(BUILT_DISKS)
 
     def disk_file(self, name: str) -> Path:
         """The disk the catalog's `image.build` names."""
@@ -131,15 +129,14 @@ def artifacts() -> Artifacts:
 def build(force: bool = False) -> Artifacts:
     """Build refos unless the cache already has this recipe's result."""
     out = artifacts()
-    out.root.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.root.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    make_dirs(out.root.parent)
+    with safefs.locked(out.root.with_suffix(".lock"), cache_dir()):
         if (out.root / "build.json").exists() and not force:
             log.info("refos: cached build %s", out.root)
             return out
         scratch = out.root.with_name(out.root.name + ".partial")
         shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
+        make_dirs(scratch)  # 0755 whatever the umask: the cache's checks refuse 0775
         try:
             with step(f"build refos {out.root.name}", "image"):
                 _build_into(scratch, load_recipe(), out.root.name.split("-", 1)[1])

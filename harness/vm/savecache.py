@@ -54,7 +54,7 @@ import libvirt
 
 from harness import settings
 from harness.log import log
-from harness.paths import REPO, cache_dir, check_trusted_path, private_mkdir
+from harness.paths import REPO, cache_dir, check_trusted_path, make_dirs, private_mkdir
 from harness.seed.base import Media
 from harness.seed.keys import KeyPair
 from harness.vm import storage
@@ -203,7 +203,7 @@ class SaveCache:
     def __init__(self, conn: libvirt.virConnect, root: Path | None = None):
         self.conn = conn
         root = root or cache_dir() / "saves"
-        root.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_dirs(root.parent, 0o700)
         # Keys and memory images go in here: a plain folder of ours nobody else can write,
         # below folders nobody else can change (so it cannot be swapped once checked).
         root = check_trusted_path(root.parent, "HARNESS_CACHE") / root.name
