@@ -61,18 +61,40 @@ def _self_start() -> str:
 
 
 def _pidns(pid: int | str = "self") -> int | None:
+    """The PID namespace's inode; None when the process is gone or its namespace
+    cannot be read (another user's process, for a sweeper that is not root)."""
     try:
         return os.stat(f"/proc/{pid}/ns/pid").st_ino
     except OSError:
         return None
 
 
+def _proc_is_own() -> bool:
+    """Whether /proc is this process's PID namespace's (`unshare --pid` without
+    --mount-proc leaves the host's, where pids are the host's numbers)."""
+    return os.readlink("/proc/self") == str(os.getpid())
+
+
 def _alive_in_pidns(pidns: int, pid: int, start: str) -> bool | None:
     """Whether a process of PID namespace `pidns` (pid `pid` there) started at `start`
     still lives, looked up by its namespace inode and NSpid; None when this process
-    cannot see that namespace (it is not in the initial one)."""
+    cannot tell: it is not in the initial namespace, or a process's namespace is
+    hidden from it (another user's, for a sweeper that is not root)."""
+    hidden = False
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or _pidns(entry.name) != pidns:
+        if not entry.name.isdigit():
+            continue
+        try:
+            ns = os.stat(entry / "ns" / "pid").st_ino
+        except PermissionError:
+            # Another user's process, to a sweeper that is not root: it could be the
+            # one. (Root is refused only by a sandbox's own rules, as for a container's
+            # PID 1, never for the processes of its own runs.)
+            hidden = hidden or os.geteuid() != 0
+            continue
+        except OSError:
+            continue  # gone, or a zombie
+        if ns != pidns:
             continue
         try:
             status = (entry / "status").read_text()
@@ -82,7 +104,7 @@ def _alive_in_pidns(pidns: int, pid: int, start: str) -> bool | None:
                       if line.startswith("NSpid:")), [])
         if nspid and nspid[-1] == str(pid) and _start_time(int(entry.name)) == start:
             return True
-    return False if _pidns() == INIT_PIDNS else None
+    return False if _pidns() == INIT_PIDNS and not hidden else None
 
 
 def _boot_id() -> str:
@@ -131,7 +153,7 @@ class Owner:
             return "foreign"
         if self.boot != _boot_id():
             return "dead"  # this host rebooted since
-        if self.pidns and self.pidns != _pidns():
+        if self.pidns and (self.pidns != _pidns() or not _proc_is_own()):
             found = _alive_in_pidns(self.pidns, self.pid, self.start)
             return "foreign" if found is None else "alive" if found else "dead"
         return "alive" if _start_time(self.pid) == self.start else "dead"
