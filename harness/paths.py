@@ -168,13 +168,13 @@ def check_trusted_path(path: Path, setting: str) -> Path:
     return resolved
 
 
-def replace_file(path: Path, text: str) -> None:
+def replace_file(path: Path, text: str | bytes) -> None:
     """Write `path` as a new file renamed over the old name: a symlink or hard link
     planted at that name (in an artifacts folder others can write) is replaced, never
     written through."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
             f.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)

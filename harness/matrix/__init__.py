@@ -10,6 +10,7 @@ with the reason, and the others go on.
 """
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -179,7 +180,7 @@ def run(names: list[str], opts: MatrixOptions, free_mib: dict[str, int],
     """Run every distro, as many at once as memory allows; returns each one's status."""
     plan = jobs(names)
     opts.artifacts.mkdir(parents=True, exist_ok=True)
-    (opts.artifacts / "matrix.json").write_text(json.dumps(
+    replace_file(opts.artifacts / "matrix.json", json.dumps(
         {"distros": [asdict(j) for j in plan], "hosts_free_mib": free_mib,
          "margin_mib": opts.margin_mib}, indent=2) + "\n")
     hosts = Hosts(free_mib, opts.margin_mib)
@@ -265,7 +266,10 @@ def _pytest(job: Job, opts: MatrixOptions, uri: str, folder: Path) -> dict:
            *(["--offline"] if opts.offline else []), *opts.pytest_args]
     log.info("matrix: %s on %s: %s", job.distro, uri, " ".join(cmd[3:]))
     started = time.monotonic()
-    with open(folder / "pytest.log", "w") as out:
+    (folder / "pytest.log").unlink(missing_ok=True)  # never written through a planted link
+    fd = os.open(folder / "pytest.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                 0o644)
+    with open(fd, "w") as out:
         with _CHILDREN_LOCK:  # a matrix being stopped starts no distro
             if _STOPPING.is_set():
                 return _not_run("the matrix was stopped")

@@ -10,7 +10,6 @@ import base64
 import json
 import re
 import shlex
-import shutil
 import urllib.parse
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def keep(machine, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("console.log", "domain.xml"):
         if (machine.dir / name).exists():
-            shutil.copy(machine.dir / name, dest / name)
+            replace_file(dest / name, (machine.dir / name).read_bytes())
     replace_file(dest / "timings.json", json.dumps(machine.timings, indent=2) + "\n")
     template = machine.template or machine
     boot = {"machine": template.name, "timings": machine.boot_timings}
@@ -70,7 +69,7 @@ def save(machine, dest: Path, journal: bool) -> Path:
     secret = machine.host_key.private_pem if machine.host_key else ""
     for name, data in getattr(machine.seed, "files", {}).items():
         (seed_dir / name).parent.mkdir(parents=True, exist_ok=True)
-        (seed_dir / name).write_bytes(redact(data, secret))
+        replace_file(seed_dir / name, redact(data, secret))
     if journal and machine.res.domain is not None:
         try:
             text = machine.run("journalctl -b --no-pager -o short-monotonic").stdout

@@ -124,7 +124,7 @@ class Session:
         try:
             runs.sweep(self.conn)  # what earlier, killed runs left behind
             self.run = runs.Run.start(self.conn)
-        except (libvirt.libvirtError, OSError) as e:  # UnsafeRuntimeDir is an OSError
+        except (libvirt.libvirtError, OSError, UnsafeRuntimeDir) as e:
             self.conn.close()
             raise SessionError(f"cannot start a run: {e}") from None
         saves = self.options.saves and not self.options.open_network
@@ -141,7 +141,7 @@ class Session:
         line says so): machines are then saved for this run only."""
         try:
             return savecache.SaveCache(self.conn)
-        except UnsafeRuntimeDir as e:
+        except (UnsafeRuntimeDir, OSError) as e:  # OSError: e.g. a root-owned cache folder
             log.warning("saves: the warm cache is not used this run: %s", e)
             return None
 
