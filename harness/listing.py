@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-from harness import catalog, images
+from harness import catalog, images, safefs
 from harness.images import build, fetch, streams
 from harness.plugin.promises import PROMISES
 
@@ -66,12 +66,11 @@ def _downloaded(d: catalog.Distro) -> bool:
         source = streams.source(d, offline=True)
     except fetch.FetchError:
         return False
-    for url in source.urls:
-        folder = fetch.url_dir(url)
-        if (folder / "data").is_file() and (folder / "digest").is_file():
-            return not source.digest or \
-                (folder / "digest").read_text().strip() == source.digest
-    return False
+    try:  # the fetcher's own look-up: a cache someone else could have planted is refused
+        found = [fetch.recorded(url) for url in source.urls]
+    except safefs.UntrustedCache:
+        return False
+    return any(f and (not source.digest or f[1] == source.digest) for f in found)
 
 
 def as_json(found: list[Entry]) -> str:

@@ -293,23 +293,31 @@ def url_dir(url: str, cache: Path | None = None) -> Path:
     return download_dir(cache) / hashlib.sha256(url.encode()).hexdigest()
 
 
-def cached(url: str, cache: Path | None = None) -> tuple[Path, str] | None:
-    """The verified file for `url` and its digest, if the cache holds it unchanged.
+def recorded(url: str, cache: Path | None = None) -> tuple[Path, str] | None:
+    """The cached file for `url` and the digest recorded when it was verified, as the
+    cache says, without hashing it again (`harness list`; `cached` checks the bytes).
 
     The entry must be ours from the cache root down (safefs; else UntrustedCache):
-    its record is all that says it was verified. A file whose size or mtime differ
-    from those recorded when it was verified is hashed again; one that no longer
-    matches its digest leaves the cache."""
+    its record is all that says it was verified."""
     root, d = _root(cache), url_dir(url, cache)
     if safefs.folder(d, root, make=False) is None:
         return None
     if not (safefs.check_file(d / "data", root) and safefs.check_file(d / "digest", root)):
         return None
     try:
-        digest = safefs.read_text(d / "digest", root).strip()
+        return d / "data", safefs.read_text(d / "digest", root).strip()
     except ValueError:  # not UTF-8: not a digest this module wrote
         log.warning("fetch: %s is damaged: not used", d / "digest")
         return None
+
+
+def cached(url: str, cache: Path | None = None) -> tuple[Path, str] | None:
+    """The verified file for `url` and its digest, if the cache holds it unchanged
+    (`recorded`). A file whose size or mtime differ from those recorded when it was
+    verified is hashed again; one that no longer matches its digest leaves the cache."""
+    if not (found := recorded(url, cache)):
+        return None
+    root, d, digest = _root(cache), url_dir(url, cache), found[1]
     if _stat_record(d / "data") == _read_record(d, root):
         return d / "data", digest
     if (got := _rehash(d / "data", digest, root)) != digest:

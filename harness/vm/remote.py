@@ -48,6 +48,7 @@ from pathlib import Path
 import libvirt
 import paramiko
 
+from harness import safefs
 from harness.vm import ssh
 
 log = logging.getLogger("harness")
@@ -112,13 +113,23 @@ def parse(uri: str) -> Hypervisor | None:
                       keyfile, known)
 
 
+def _read(path: Path) -> str:
+    """A known_hosts file: a regular file of bounded size (a FIFO or device in its
+    place would hang or fill memory), else a RemoteError naming it."""
+    try:
+        return safefs.read_bytes(path.resolve()).decode(errors="replace")  # yours: followed
+    except (OSError, ValueError) as e:
+        raise RemoteError(f"known_hosts {path}: cannot be read as a file ({e}); "
+                          "give a regular file") from None
+
+
 def host_keys(paths: tuple[Path, ...]) -> paramiko.HostKeys:
     """The host keys OpenSSH known_hosts files trust, read as paramiko cannot: a key
     marked @revoked is never trusted (wherever else it is listed) and @cert-authority
     lines are skipped (the harness checks no host certificates, so a host known only
     through one is refused as unknown). A line it cannot read is a RemoteError."""
     lines = [(path, number, line.strip()) for path in paths if path.is_file()
-             for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1)]
+             for number, line in enumerate(_read(path).splitlines(), 1)]
     lines = [(path, n, line) for path, n, line in lines if line and not line.startswith("#")]
     revoked = {tuple(line.split()[2:4]) for _, _, line in lines if line.startswith("@revoked ")}
     keys = paramiko.HostKeys()

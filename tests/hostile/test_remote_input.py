@@ -58,3 +58,11 @@ def test_an_unreadable_known_hosts_line_names_file_and_line(tmp_path):
     known.write_text("# fine\nhost ssh-ed25519 not-base64!\n")
     with pytest.raises(remote.RemoteError, match=f"{known} line 2"):
         remote.parse(f"qemu+ssh://root@127.0.0.1:22/system?known_hosts={known}")
+
+
+def test_a_known_hosts_larger_than_any_real_one_is_refused_not_read_whole(tmp_path):
+    known = tmp_path / "known_hosts"
+    with known.open("wb") as f:
+        f.truncate(64 * 2**20)  # sparse: 64 MiB of NULs
+    with pytest.raises(remote.RemoteError, match=f"known_hosts {known}: cannot be read"):
+        remote.parse(f"qemu+ssh://root@127.0.0.1:22/system?known_hosts={known}")
