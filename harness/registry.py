@@ -11,8 +11,8 @@ that implement them.
   here.
 - `image.build`: BUILT_DISKS, the disks one refos build makes (harness.images.build).
 - `boot.seed` and `boot.seed_options`: the first-boot writers register themselves in
-  harness.seed (WRITERS, with the options each takes); harness.seed imports nothing
-  else of the harness, so the catalog imports it directly.
+  harness.seed (WRITERS, with the options each takes); harness.seed imports only
+  harness.paths and harness.settings below it, so the catalog imports it directly.
 """
 
 # promises.update -> its adapter, "module:Class".

@@ -110,7 +110,7 @@ class Templates:
         self.throwaway: set[str] = set()
 
     def throw_away(self, key: str) -> None:
-        """The kept save of recipe `key` leaves the warm cache when this session
+        """The kept save of machine spec `key` leaves the warm cache when this session
         closes: it was made for this session only (the bench's cold and warm starts)."""
         self.throwaway.add(key)
 
