@@ -78,9 +78,7 @@ def test_bench_part_stopped_with_sigterm_leaves_no_domain_or_volume(libvirt_conn
             proc.kill()
             pytest.fail(f"no machine was being made:\n{proc.communicate()[0][-3000:]}")
         os.kill(proc.pid, signal.SIGTERM)  # the process this test started
-        stopped = time.monotonic()
-        out = proc.communicate(timeout=300)[0]
-        assert time.monotonic() - stopped < 120, out[-3000:]
+        out = proc.communicate(timeout=300)[0]  # held parts never end by themselves
         assert not [p for p in pids if p != proc.pid and os.path.exists(f"/proc/{p}")], \
             "a child outlived it"
     finally:

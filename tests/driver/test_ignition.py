@@ -144,7 +144,8 @@ def test_unappliable_config_fails_the_boot_with_ignitions_error(harness_session,
     _validates((m.dir / "config.ign").read_bytes(), tmp_path)
     message = str(failure.value)
     assert "/usr/harness-cannot-be-written" in message, message
-    assert seen and raised - seen[0] < 60, f"reported {raised - seen[0]:.0f}s after"
+    # The console's verdict ended the boot (seen first), not the boot's timeout.
+    assert seen and seen[0] <= raised and "not within" not in message, message
     # Nothing left: no domain, no volume, no port.
     assert m.res.domain is None and not m.res.volumes and m.res.port is None
     conn = harness_session.conn

@@ -66,12 +66,12 @@ def test_qemu_killed_mid_command_is_a_machine_error_with_the_console(machine_fac
     m = machine_factory("victim")
     pid = _qemu_pid(m)
     threading.Timer(3, os.kill, (pid, signal.SIGKILL)).start()  # this test's own domain
-    started = time.monotonic()
     with pytest.raises(MachineError) as failure:
         m.run("sleep 120", timeout=300)
-    assert time.monotonic() - started < 30
     message = str(failure.value)
+    # Ended by the dead domain, not by the command's timeout ("not within").
     assert "no longer running" in message and "last console lines:" in message
+    assert "not within" not in message, message
 
 
 def _counted_handshakes(m) -> list[float]:
