@@ -67,12 +67,18 @@ def folder(path: Path, root: Path, make: bool = True) -> Path | None:
             with contextlib.suppress(FileExistsError):
                 os.mkdir(cur, DIR_MODE)
                 os.chmod(cur, DIR_MODE)  # whatever the umask
-        try:
-            st = os.lstat(cur)
-        except FileNotFoundError:
+        if (st := _lstat(cur)) is None:
             return None
         _check_dir(cur, st, root)
     return path
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    """The entry itself (a symlink is not followed), or None if there is none."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def _followed(root: Path) -> Path:
@@ -80,11 +86,8 @@ def _followed(root: Path) -> Path:
     (paths.check_trusted_path); through a symlink of our own (HARNESS_CACHE on another
     disk), while a symlink someone else made is not followed, and refused below."""
     _trusted_parent(root)
-    try:
-        st = os.lstat(root)
-    except FileNotFoundError:
-        return root
-    if stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid():
+    st = _lstat(root)
+    if st and stat.S_ISLNK(st.st_mode) and st.st_uid == os.geteuid():
         root = root.resolve()
         _trusted_parent(root)
     return root
@@ -105,9 +108,7 @@ def _check_dir(path: Path, st: os.stat_result, root: Path) -> None:
 
 def check_file(path: Path, root: Path) -> bool:
     """Whether `path` exists; if it does, it must be a regular file of ours with one link."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+    if (st := _lstat(path)) is None:
         return False
     _check_owned_file(path, st, root)
     return True
