@@ -2,8 +2,9 @@
 
 Each stream is a pytest process of its own, one distro's VM tests, with its output
 in artifacts/test-<name>.log. Under TCG each guest keeps one core busy, so two
-streams run side by side (one per core), longest first, and the next starts when one
-ends. A line says when each stream starts and ends; every few minutes one says what
+streams run side by side (one per core, and no more than the host's free memory
+holds: harness.vm.accel.guest_cost_mib), longest first, and the next starts when
+one ends. A line says when each stream starts and ends; every few minutes one says what
 is still running. At the end each stream's summary is printed, and the tail of every
 failed stream's log. The exit status is non-zero when any stream failed. SIGTERM
 (a cancelled CI job) is passed on to the running streams, whose sessions remove
@@ -20,7 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import catalog, signals
+from harness import catalog, matrix, signals
+from harness.vm.accel import guest_cost_mib
 
 ARTIFACTS = Path("artifacts")
 HEARTBEAT = 300.0  # seconds between "still running" lines
@@ -162,15 +164,29 @@ def selected(names: list[str]) -> list[Stream]:
     return chosen
 
 
+def lanes_that_fit(streams: list[Stream], cores: int, free_mib: int,
+                   margin_mib: int = matrix.MARGIN_MIB) -> int:
+    """Streams at a time: one per core, fewer when free memory cannot hold that many
+    guests at once (each counted at its real cost, the dearest first); at least one."""
+    known = catalog.load()
+    needs = [guest_cost_mib(known[s.distro].boot.memory_mib, "auto") for s in streams]
+    return max(1, min(cores, matrix.budget(needs, free_mib, margin_mib)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("streams", nargs="*", help="streams to run (default: all)")
-    parser.add_argument("--lanes", type=int, default=os.cpu_count() or 2,
-                        help="streams at a time (default: one per core)")
+    parser.add_argument("--lanes", type=int, default=0,
+                        help="streams at a time (default: one per core, as memory allows)")
     args = parser.parse_args()
     started = time.monotonic()
+    streams = selected(args.streams)
+    cores = os.cpu_count() or 2
+    lanes = args.lanes or lanes_that_fit(streams, cores, matrix.mem_available_mib())
+    if lanes < min(cores, len(streams)) and not args.lanes:
+        _say(f"{lanes} stream(s) at a time: free memory holds no more guests")
     try:
-        ok = report(run(selected(args.streams), max(1, args.lanes)))
+        ok = report(run(streams, max(1, lanes)))
     except KeyboardInterrupt:
         print(f"VM tests stopped after {_clock(time.monotonic() - started)}")
         return 130

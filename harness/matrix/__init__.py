@@ -3,7 +3,8 @@
 Each distro runs in a pytest process of its own, so each gets its own JUnit
 file, artifacts folder and libvirt URI, and its VMs live inside that process.
 How many run at once is decided by memory, kola-style: a distro starts only
-when a host has room for its VM (the catalog's memory plus QEMU's overhead)
+when a host has room for its VM (harness.vm.accel.guest_cost_mib: the catalog's
+memory, TCG's translation cache and QEMU's own overhead)
 while keeping a margin free; with several hosts it goes to the one with the
 most free memory. A distro whose image cannot be had is recorded as not run,
 with the reason, and the others go on.
@@ -25,8 +26,8 @@ from xml.etree import ElementTree as ET
 from harness import catalog, signals
 from harness.log import log
 from harness.paths import REPO, replace_file
+from harness.vm.accel import guest_cost_mib
 
-QEMU_OVERHEAD_MIB = 256  # per VM beyond its RAM: QEMU itself, firmware, TCG's code cache
 MARGIN_MIB = 1024  # left free on every host, for the host and the harness
 MEMINFO = Path("/proc/meminfo")
 
@@ -61,8 +62,9 @@ def jobs(names: list[str], known: dict[str, catalog.Distro] | None = None) -> li
                 "build" if d.builtin else "download") for d in (known[n] for n in names)]
 
 
-def need_mib(job: Job) -> int:
-    return job.memory_mib + QEMU_OVERHEAD_MIB
+def need_mib(job: Job, accel: str = "auto") -> int:
+    """What the job's VM takes from its host under `accel` ("auto" counts as TCG)."""
+    return guest_cost_mib(job.memory_mib, accel)
 
 
 # -- memory -------------------------------------------------------------------------------
@@ -228,7 +230,7 @@ def _one(job: Job, opts: MatrixOptions, hosts: Hosts, resolve: Callable[[str], N
 
     folder = opts.artifacts / job.distro
     folder.mkdir(parents=True, exist_ok=True)
-    need = need_mib(job)
+    need = need_mib(job, opts.accel)
     if not hosts.fits_alone(need):
         status = _not_run(f"needs {need} MiB and no host has that free above the "
                           f"{opts.margin_mib} MiB margin ({hosts.total} MiB free)")

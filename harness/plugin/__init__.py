@@ -233,7 +233,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: as many workers as the selected distros' VMs that fit in free memory."""
-    needs = [matrix.need_mib(j) for j in matrix.jobs(_selected(config))]
+    needs = [matrix.need_mib(j, config.getoption("--accel"))
+             for j in matrix.jobs(_selected(config))]
     return max(1, min(len(needs), matrix.budget(needs, matrix.mem_available_mib())))
 
 

@@ -17,6 +17,15 @@ from harness.paths import runtime_dir
 from harness.vm import timeouts
 
 QEMU = "qemu-system-x86_64"
+# TCG's translation-block cache (QEMU's tb-size). QEMU's own default is 1 GiB
+# (DEFAULT_CODE_GEN_BUFFER_SIZE, accel/tcg/translate-all.c), which a guest's QEMU
+# fills and keeps resident; chosen by measurement on refos (boot time to ready and
+# QEMU's peak RSS for 1024, 512, 256 and 128 MiB: the figures are in tools/bench.py's
+# output and the issue-32 notes).
+TB_CACHE_MIB = 256
+# What a guest's QEMU holds beyond its RAM and TCG cache: QEMU's own heap and
+# libraries, firmware images and device state (measured from VmHWM, rounded up).
+QEMU_OVERHEAD_MIB = 256
 REACHED = ("Kernel panic", "VFS: Unable to mount root")
 _warned = False  # the fallback is said once per process
 
@@ -75,6 +84,19 @@ def choose(requested: str, kernel: Path | None, require_kvm: bool = False) -> st
 def _use(accel: str) -> str:
     timeouts.set_accel(accel)
     return accel
+
+
+def tb_cache_mib(accel: str) -> int:
+    """The tb-size to give QEMU: TB_CACHE_MIB under TCG, 0 (none: KVM has no such
+    cache) otherwise."""
+    return 0 if accel == "kvm" else TB_CACHE_MIB
+
+
+def guest_cost_mib(memory_mib: int, accel: str) -> int:
+    """Host memory one guest really takes: its RAM, its TCG cache and QEMU's own
+    overhead. `accel` may still be "auto" (not probed yet): it counts as TCG, the
+    dearer of the two, so a budget made before the probe never over-commits."""
+    return memory_mib + tb_cache_mib(accel) + QEMU_OVERHEAD_MIB
 
 
 def _cached_probe(kernel: Path | None) -> tuple[bool, str]:

@@ -60,6 +60,7 @@ class DomainSpec:
     nvram: Path | None = None
     vcpus: int = 1
     accel: str = "tcg"  # "kvm" or "tcg"
+    tb_cache_mib: int = 0  # TCG's translation-block cache (QEMU's tb-size); 0: QEMU's default
     # restrict=off: `--open-network` (harness.vm.session.Options.open_network), for a
     # user's updates from a vendor's server; off by default, never set by the project's tests.
     open_network: bool = False
@@ -178,6 +179,9 @@ def domain_xml(spec: DomainSpec) -> str:
     features = _sub(root, "features")
     _sub(features, "acpi")
     _sub(features, "apic")
+    if spec.accel == "tcg" and spec.tb_cache_mib:
+        # QEMU passes it as -accel tcg,tb-size=N (libvirt >= 8.0); its default is 1 GiB.
+        _sub(_sub(features, "tcg"), "tb-cache", str(spec.tb_cache_mib), unit="MiB")
     _sub(root, "clock", offset="utc")
     for event, action in (("on_poweroff", "destroy"), ("on_reboot", "restart"),
                           ("on_crash", "destroy")):

@@ -28,6 +28,7 @@ from harness.catalog import Distro
 from harness.log import log, step
 from harness.seed import keys
 from harness.vm import console, domain, readiness, remote, runs, snapshot, ssh, storage, timeouts
+from harness.vm.accel import tb_cache_mib
 
 if TYPE_CHECKING:
     from harness.images import LocalImage
@@ -212,6 +213,7 @@ class Machine:
             memory_mib=self.distro.boot.memory_mib, firmware=self.distro.boot.firmware,
             disks=tuple(disks), console_log=self.console_log, ssh_port=port,
             nvram=Path(storage.POOL_DIR) / self.volume("VARS.fd"), accel=self.accel,
+            tb_cache_mib=tb_cache_mib(self.accel),
             fw_cfg=self.seed.fw_cfg, direct=self.direct, owner=run.owner.attrs(),
             console_stream=self.remote, open_network=self.session.open_network)
 

@@ -41,3 +41,12 @@ def test_require_kvm_without_kvm_is_an_error_not_a_fallback(kernel, tmp_path, mo
         pytest.skip("KVM works on this machine: nothing to refuse")
     with pytest.raises(accel.AccelError, match="KVM was required"):
         accel.choose("auto", kernel, require_kvm=True)
+
+
+def test_a_guest_costs_its_ram_plus_tcg_cache_plus_qemu_overhead():
+    ram = 1024
+    tcg = accel.guest_cost_mib(ram, "tcg")
+    assert tcg == ram + accel.TB_CACHE_MIB + accel.QEMU_OVERHEAD_MIB
+    assert accel.guest_cost_mib(ram, "kvm") == ram + accel.QEMU_OVERHEAD_MIB
+    assert accel.guest_cost_mib(ram, "auto") == tcg  # not probed yet: the dearer one
+    assert accel.tb_cache_mib("kvm") == 0 and accel.tb_cache_mib("tcg") == accel.TB_CACHE_MIB

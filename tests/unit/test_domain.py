@@ -123,3 +123,29 @@ def test_qemu_gets_no_usb_controller_from_libvirt():
         conn.close()
     assert "qemu-system" in argv
     assert "usb" not in argv.replace("usb=off", "")
+
+
+def _qemu_argv(xml: str) -> str:
+    libvirt = pytest.importorskip("libvirt")
+    try:
+        conn = libvirt.open("qemu:///system")
+    except libvirt.libvirtError as e:
+        pytest.skip(f"libvirt is not reachable: {e}")
+    try:
+        return conn.domainXMLToNative("qemu-argv", xml, 0)
+    finally:
+        conn.close()
+
+
+@needs_validator
+def test_tcg_guest_gets_its_translation_cache_size_as_qemu_tb_size(tmp_path):
+    """libvirt's <tcg><tb-cache> is valid XML and reaches QEMU as -accel tcg,tb-size."""
+    xml = domain.domain_xml(_spec(firmware="bios", disks=(), tb_cache_mib=256))
+    _validate(tmp_path, xml)
+    assert "tb-size=256" in _qemu_argv(xml)
+
+
+def test_kvm_guest_and_unset_size_carry_no_tb_cache():
+    """KVM has no translation cache; 0 leaves QEMU's default."""
+    for spec in (_spec(accel="kvm", tb_cache_mib=256), _spec(tb_cache_mib=0)):
+        assert ET.fromstring(domain.domain_xml(spec)).find("features/tcg") is None

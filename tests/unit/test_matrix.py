@@ -13,6 +13,7 @@ import pytest
 
 from harness import catalog, images, matrix, report
 from harness.paths import REPO
+from harness.vm import accel
 from tests.helpers import run_pytest
 
 # -- selection ----------------------------------------------------------------------------
@@ -44,9 +45,12 @@ def test_budget_is_zero_when_not_even_one_fits():
     assert matrix.budget([2304], free_mib=3000, margin_mib=1024) == 0
 
 
-def test_need_adds_qemu_overhead_to_catalog_memory():
+def test_need_is_what_a_guest_really_costs_under_its_accelerator():
     job = matrix.jobs(["refos"])[0]
-    assert matrix.need_mib(job) == 1024 + matrix.QEMU_OVERHEAD_MIB
+    assert matrix.need_mib(job, "tcg") == accel.guest_cost_mib(1024, "tcg")
+    assert matrix.need_mib(job, "tcg") == 1024 + accel.TB_CACHE_MIB + accel.QEMU_OVERHEAD_MIB
+    assert matrix.need_mib(job) == matrix.need_mib(job, "tcg")  # auto: counted as TCG
+    assert matrix.need_mib(job, "kvm") == 1024 + accel.QEMU_OVERHEAD_MIB
 
 
 def test_place_picks_the_host_with_most_free_memory_that_fits():

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 
 from harness.paths import REPO
+from harness.vm import accel
 from tools import teststreams
 
 
@@ -140,3 +141,13 @@ def test_sigterm_stops_the_running_streams_and_waits_for_them(tmp_path):
     assert (tmp_path / "a.mark").read_text() == "unwound", out
     assert (tmp_path / "b.mark").read_text() == "unwound", out
     assert "interrupted; stopping a, b" in out
+
+
+def test_lanes_are_one_per_core_unless_memory_holds_fewer_guests():
+    streams = [teststreams.Stream(f"s{i}", "refos", ()) for i in range(5)]
+    cost = accel.guest_cost_mib(1024, "tcg")
+    assert teststreams.lanes_that_fit(streams, cores=2, free_mib=100_000, margin_mib=0) == 2
+    free = 3 * cost + 100
+    assert 4 * 1024 < free  # counted at their RAM alone, four guests would have fitted
+    assert teststreams.lanes_that_fit(streams, cores=8, free_mib=free, margin_mib=0) == 3
+    assert teststreams.lanes_that_fit(streams, cores=2, free_mib=10, margin_mib=0) == 1
