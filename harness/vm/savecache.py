@@ -58,6 +58,7 @@ from harness.paths import REPO, cache_dir, check_trusted_path, make_dirs, privat
 from harness.seed.base import Media
 from harness.seed.keys import KeyPair
 from harness.vm import storage
+from harness.vm.accel import tb_cache_mib
 
 VOLUME_PREFIX = "save-"
 # libvirt src/qemu/qemu_saveimage.h (v9.0.0): struct _virQEMUSaveHeader, host byte order.
@@ -101,10 +102,11 @@ def machine_type(conn: libvirt.virConnect, accel: str) -> str:
 def key_inputs(conn: libvirt.virConnect, spec, accel: str, repo: Path = REPO) -> dict:
     """Everything a restore of a save depends on. The machine spec's key covers the base
     image's hash, the seed format and the extra configuration; `code` what shapes the
-    guest in `repo` (GUEST_SHAPERS)."""
+    guest in `repo` (GUEST_SHAPERS); `tb_cache_mib` the TCG cache the saved QEMU had."""
     return {"spec": spec.key(), "boot": asdict(spec.distro.boot),
             "code": guest_digest(repo), "qemu": conn.getVersion(), "libvirt": conn.getLibVersion(),
-            "machine": machine_type(conn, accel), "accel": accel}
+            "machine": machine_type(conn, accel), "accel": accel,
+            "tb_cache_mib": tb_cache_mib(accel)}
 
 
 def digest(inputs: dict) -> str:

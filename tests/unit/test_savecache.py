@@ -23,7 +23,8 @@ def _inputs(**spec) -> dict:
     image = SimpleNamespace(key=spec.pop("image", "img-1"))
     r = MachineSpec(catalog.get("refos"), image, **spec)
     return {"spec": r.key(), "boot": dataclasses.asdict(r.distro.boot), "code": "c1",
-            "qemu": 7002000, "libvirt": 9000000, "machine": "pc-i440fx-7.2", "accel": "tcg"}
+            "qemu": 7002000, "libvirt": 9000000, "machine": "pc-i440fx-7.2", "accel": "tcg",
+            "tb_cache_mib": 256}
 
 
 @pytest.mark.parametrize("change", [
@@ -35,7 +36,7 @@ def test_a_changed_machine_spec_makes_a_new_save_key(change):
 
 @pytest.mark.parametrize("field,value", [
     ("qemu", 8000000), ("libvirt", 10000000), ("machine", "pc-i440fx-8.0"), ("accel", "kvm"),
-    ("code", "c2"), ("boot", {"memory_mib": 2048}),
+    ("code", "c2"), ("boot", {"memory_mib": 2048}), ("tb_cache_mib", 512),
 ])
 def test_a_changed_host_or_harness_input_makes_a_new_save_key(field, value):
     assert savecache.digest({**_inputs(), field: value}) != savecache.digest(_inputs())
