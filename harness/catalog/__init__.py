@@ -70,6 +70,9 @@ class Boot:
     # How the seed format is written for this release (harness.seed.WRITERS):
     # ignition_spec, fw_cfg, dialect (config-2), route (rancher).
     seed_options: dict[str, str] = field(default_factory=dict)
+    # Waits this distro needs longer than the harness's own (harness.vm.timeouts
+    # PER_DISTRO), in KVM seconds; the accelerator scales them as it scales the rest.
+    timeouts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,8 +217,11 @@ def _value(hint, value, where: str, name: str):
             raise CatalogError(f"{where}: field '{name}' must be a list of strings")
         return tuple(value)
     if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-            raise CatalogError(f"{where}: field '{name}' must be a table of strings")
+        kind = typing.get_args(hint)[1]
+        if not isinstance(value, dict) or not all(
+                isinstance(v, kind) and not isinstance(v, bool) for v in value.values()):
+            words = "strings" if kind is str else "whole numbers"
+            raise CatalogError(f"{where}: field '{name}' must be a table of {words}")
         return dict(value)
     expected = hint if not isinstance(hint, types.UnionType) else hint.__args__
     if not isinstance(value, expected) or (hint is int and isinstance(value, bool)):
@@ -247,6 +253,21 @@ def _check_choices(obj, where: str, prefix: str) -> None:
         _check_sources(obj, where)
     if isinstance(obj, Boot) and obj.memory_mib < 256:
         raise CatalogError(f"{where}: field '{prefix}memory_mib' is {obj.memory_mib}, below 256")
+    if isinstance(obj, Boot):
+        _check_timeouts(obj, where, prefix)
+
+
+def _check_timeouts(boot: Boot, where: str, prefix: str) -> None:
+    """boot.timeouts names waits of a boot, each a positive number of KVM seconds."""
+    from harness.vm.timeouts import PER_DISTRO
+
+    for name, seconds in boot.timeouts.items():
+        if name not in PER_DISTRO:
+            raise CatalogError(f"{where}: field '{prefix}timeouts.{name}' is not a timeout "
+                               f"a distro may set; expected one of {', '.join(PER_DISTRO)}")
+        if seconds <= 0:
+            raise CatalogError(f"{where}: field '{prefix}timeouts.{name}' is {seconds}; give "
+                               "the seconds the wait takes under KVM (scaled under TCG)")
 
 
 def _check_image(img: Image, where: str, prefix: str) -> None:

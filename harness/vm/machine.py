@@ -313,7 +313,7 @@ class Machine:
                     if (kind, blob) not in self._ssh.trust.pinned:
                         self._ssh.trust.record(ssh.host_name(self.port), kind, blob,
                                                f"trusted by {template.name}, saved")
-                self._watch("first command", self.answers, timeouts.get("boot"))
+                self._watch("first command", self.answers, self._timeout("boot"))
                 self._mark("command")
                 # The guest slept through the time since the save.
                 self.succeed(f"date -u -s @{time.time():.3f} >/dev/null")
@@ -547,6 +547,10 @@ class Machine:
         """Whether a command runs (probe: the raw connection, so errors mean "not yet")."""
         return self._ssh.run("true", timeouts.get("ssh_command"), sudo=False).status == 0
 
+    def _timeout(self, name: str) -> float:
+        """A boot's wait, with the distro's own budget where the catalog gives one."""
+        return timeouts.get(name, self.distro.boot.timeouts)
+
     def _mark(self, phase: str) -> None:
         self.timings[phase] = round(time.monotonic() - self.started, 2)
 
@@ -554,7 +558,7 @@ class Machine:
         """Readiness, phase by phase (harness.vm.readiness), each logged with its time."""
         for phase in readiness.PHASES:
             self._watch(phase.description, lambda p=phase: p.probe(self),
-                        timeouts.get(phase.timeout), hint=phase.hint)
+                        self._timeout(phase.timeout), hint=phase.hint)
             self._mark(phase.name)
         log.info("%s: ready: %s", self.name,
                  ", ".join(f"{k} {v:.1f}s" for k, v in self.timings.items()))
@@ -563,7 +567,7 @@ class Machine:
         """The catalog's "boot finished" commands; a failure names the failed units."""
         for cmd in self.distro.boot.ready:
             with step(f"boot finished: {_short(cmd)}", self.name):
-                result = self.run(cmd, timeout=timeouts.get("ready"))
+                result = self.run(cmd, timeout=self._timeout("ready"))
             if result.status != 0:
                 failed = self.run("systemctl --failed --no-legend --plain; "
                                   "journalctl -b -p warning --no-pager -n 30").stdout
@@ -659,7 +663,7 @@ class Machine:
             except MachineError:  # the guest rebooted again under `settle`: not yet
                 return False
 
-        budget = (timeouts.get("reboot") + timeouts.get("boot")) * boots
+        budget = (self._timeout("reboot") + self._timeout("boot")) * boots
         started = time.monotonic()
         self._watch("reboot (new boot id)" if settle is None else "reboot until settled",
                     new_boot, budget)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from harness import catalog
+from harness.vm import timeouts
 
 HISTORIC = {"coreos-647", "atomic-f22", "snappy-1504", "rancheros-03", "photon-tp"}
 SUCCESSORS = {"flatcar", "fedora-coreos", "ubuntu-core-24", "rancheros", "burmillaos",
@@ -72,6 +73,13 @@ def test_a_good_entry_loads(tmp_path):
     ('update = "none"', 'update = "zypper"', "promises.update"),
     ('format = "qcow2"', 'format = "qcow2"\nbuild = "nosuch_disk"', "image.build"),
     ('format = "qcow2"', 'format = "qcow2"\nenv = "PATH"', "image.env"),
+    ("memory_mib = 1024", "memory_mib = 1024\ntimeouts = { ready = \"long\" }",
+     "boot.timeouts"),
+    ("memory_mib = 1024", "memory_mib = 1024\ntimeouts = { ready = true }", "boot.timeouts"),
+    ("memory_mib = 1024", "memory_mib = 1024\ntimeouts = { redy = 120 }",
+     "boot.timeouts.redy"),
+    ("memory_mib = 1024", "memory_mib = 1024\ntimeouts = { ready = 0 }",
+     "boot.timeouts.ready"),
 ])
 def test_a_bad_entry_names_file_entry_and_field(tmp_path, old, new, field):
     assert old in GOOD
@@ -81,6 +89,19 @@ def test_a_bad_entry_names_file_entry_and_field(tmp_path, old, new, field):
     assert str(tmp_path / "bad.toml") in message
     assert "entry 'demo'" in message
     assert f"field '{field}'" in message
+
+
+def test_a_distro_budget_replaces_the_harness_one_and_is_scaled_like_it(tmp_path):
+    """refos-snap's first boot seeds snapd: its catalog entry gives it a longer "ready"
+    wait, which TCG scales as it scales the harness's own; others keep the default."""
+    timeouts.set_accel("tcg")
+    slow = load_text(tmp_path, GOOD.replace("memory_mib = 1024",
+                                            "memory_mib = 1024\ntimeouts = { ready = 120 }"))
+    plain = load_text(tmp_path, GOOD)
+    assert timeouts.get("ready", slow["demo"].boot.timeouts) == 120 * timeouts.TCG_FACTOR
+    assert timeouts.get("ready", plain["demo"].boot.timeouts) == timeouts.get("ready")
+    assert timeouts.get("boot", slow["demo"].boot.timeouts) == timeouts.get("boot")
+    assert catalog.get("refos-snap").boot.timeouts["ready"] > timeouts.BASE["ready"]
 
 
 def test_a_download_with_nothing_to_check_it_against_must_say_so(tmp_path):

@@ -148,6 +148,6 @@ def test_lanes_are_one_per_core_unless_memory_holds_fewer_guests():
     cost = accel.guest_cost_mib(1024, "tcg")
     assert teststreams.lanes_that_fit(streams, cores=2, free_mib=100_000, margin_mib=0) == 2
     free = 3 * cost + 100
-    assert 4 * 1024 < free  # counted at their RAM alone, four guests would have fitted
+    assert free > 4 * 1024  # counted at their RAM alone, four guests would have fitted
     assert teststreams.lanes_that_fit(streams, cores=8, free_mib=free, margin_mib=0) == 3
     assert teststreams.lanes_that_fit(streams, cores=2, free_mib=10, margin_mib=0) == 1
