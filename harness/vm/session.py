@@ -20,7 +20,7 @@ from harness.images import LocalImage, fetch
 from harness.log import log
 from harness.paths import REPO, UnsafeRuntimeDir, replace_file
 from harness.vm import accel, remote, runs, savecache, snapshot
-from harness.vm.machine import KernelBoot, Machine, MachineSpec
+from harness.vm.machine import BootFailure, KernelBoot, Machine, MachineSpec
 
 DEFAULT_URI = "qemu:///system"
 
@@ -52,6 +52,10 @@ class Options:
 
 class SessionError(RuntimeError):
     """The session cannot start: libvirt unreachable, or a bad setting."""
+
+
+class TemplateFailed(BootFailure):
+    """The recipe's template failed to boot earlier in this run: not booted again."""
 
 
 class Images:
@@ -99,6 +103,8 @@ class Session:
         self.run: runs.Run | None = None
         self.templates: snapshot.Templates | None = None
         self.machines: list[Machine] = []  # every machine made, templates included
+        # Recipes whose template boot failed, with why: said once, never booted again.
+        self.failed_templates: dict[str, TemplateFailed] = {}
         self._accel = ""
         # A remote hypervisor's SSH, through which its guests are reached (harness.vm.remote).
         self.jump: remote.Jump | None = None
@@ -204,10 +210,13 @@ class Session:
     def machine(self, name: str, spec: MachineSpec, cold: bool = False) -> Machine:
         """A ready machine: restored from the spec's save (the first one of a spec
         boots cold and is saved), or booted from scratch with `cold` or without saves."""
+        if not (cold or self.templates is None or spec.kernel_boot is not None) and \
+                (failed := self.failed_templates.get(spec.key())):
+            raise TemplateFailed(f"{name}: {failed}")
         m = self.new_machine(name, spec)
         if cold or self.templates is None or spec.kernel_boot is not None:
             return m.start()
-        return self.templates.restore(spec.key(), lambda: self._template(spec), m)
+        return self.templates.restore(spec.key(), lambda: self._template(spec, name), m)
 
     def new_machine(self, name: str, spec: MachineSpec) -> Machine:
         """A machine not yet booted (for tests that drive start() themselves)."""
@@ -215,9 +224,20 @@ class Session:
         self.machines.append(m)
         return m
 
-    def _template(self, spec: MachineSpec) -> Machine:
+    def _template(self, spec: MachineSpec, wanted_by: str) -> Machine:
+        """The spec's first machine, booted cold to be saved. A failed boot is kept
+        with its message and console: every later machine of the spec fails with
+        the same, at once, instead of a cold boot that would fail the same way."""
         name = f"{spec.distro.name}-t{spec.key()[:6]}".replace("_", "-")
-        return self.new_machine(name, spec).start()
+        template = self.new_machine(name, spec)
+        try:
+            return template.start()
+        except Exception as e:
+            self.failed_templates[spec.key()] = TemplateFailed(
+                f"the template {name} of {spec.distro.name} (machine spec {spec.key()}) "
+                f"failed to boot for {wanted_by} and is not booted again in this run "
+                f"(console: {template.console_log}):\n{type(e).__name__}: {e}")
+            raise
 
 
 def options_for_images(distro: str, image: str | Path | None) -> dict[str, Path]:

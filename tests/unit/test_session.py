@@ -159,3 +159,53 @@ def test_a_uri_on_the_command_line_wins_over_the_environment(monkeypatch):
     assert session.libvirt_uri("qemu:///session") == "qemu:///session"
     monkeypatch.delenv("LIBVIRT_DEFAULT_URI")
     assert Options().libvirt_uri == "qemu:///system"
+
+
+# -- a template that fails to boot --------------------------------------------------------
+
+def test_a_failed_template_boot_is_said_once_per_spec_to_every_test_that_wanted_it(
+        cache, monkeypatch):
+    """The boot is a fake that fails (a real guest cannot be made to fail on cue):
+    it counts boots and leaves a console line. Later machines of the same spec get
+    the first failure, console path and message included, without a boot; another
+    spec still boots."""
+    from types import SimpleNamespace
+
+    from harness.vm.machine import BootFailure, Machine, MachineSpec
+    from harness.vm.session import Session, SessionError, TemplateFailed
+
+    boots: list[str] = []
+
+    def failing_start(self):
+        boots.append(self.name)
+        self.console_log.write_text("BdsDxe: failed to load Boot0001\n")
+        raise BootFailure(f"{self.name}: kernel on the console: not within 300s")
+
+    monkeypatch.setattr(Machine, "start", failing_start)
+    refos = catalog.get("refos")
+    spec = MachineSpec(refos, SimpleNamespace(key="img-1"))
+    other = MachineSpec(refos, SimpleNamespace(key="img-2"))
+    session = Session(Options(accel="tcg", offline=True))
+    try:
+        session.open()
+    except SessionError as e:
+        pytest.skip(f"libvirt is not reachable: {e}")
+    try:
+        with pytest.raises(BootFailure) as first:
+            session.machine("t1", spec)
+        later = []
+        for name in ("t2", "t3"):
+            with pytest.raises(TemplateFailed) as e:
+                session.machine(name, spec)
+            later.append(str(e.value))
+        assert len(boots) == 1 and not isinstance(first.value, TemplateFailed)
+        template = next(m for m in session.machines if m.name == boots[0])
+        for said, name in zip(later, ("t2", "t3"), strict=True):
+            assert said.startswith(f"{name}: the template {boots[0]}")
+            assert "failed to boot for t1" in said and str(first.value) in said
+            assert str(template.console_log) in said
+        with pytest.raises(BootFailure):
+            session.machine("t4", other)
+        assert len(boots) == 2
+    finally:
+        session.close()
