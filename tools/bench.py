@@ -29,13 +29,16 @@ from harness.log import log, setup_cli_logging
 from harness.paths import REPO
 from harness.seed import keys
 from harness.signals import unwind_on_sigterm, wait_interruptibly
-from harness.vm import runs, snapshot, storage, timeouts
+from harness.vm import accel, runs, snapshot, storage, timeouts
+from harness.vm.accel import tb_cache_mib
 from harness.vm.domain import NIC_SLOT, OVMF_CODE, OVMF_VARS, netdev_arg
 from harness.vm.machine import Machine, MachineSpec
 from harness.vm.session import Options, Session
 
 OUT = REPO / "artifacts" / "bench"
 BOOT_PAIRS = 3  # harness and bare boots, alternating: the median of the pairs' ratios
+# QEMU's own TCG cache size (DEFAULT_CODE_GEN_BUFFER_SIZE, accel/tcg/translate-all.c)
+DEFAULT_TB_CACHE_MIB = 1024
 
 
 def harness_boot(session: Session, spec: MachineSpec, name: str = "bench-cold"
@@ -156,7 +159,8 @@ def _since(times: dict[str, float], start: str) -> float | None:
 
 def bare_boot(distro, image, work: Path, accel_name: str,
               beside: Path | None = None) -> dict:
-    """The same disk, seed and QEMU options without libvirt or the harness,
+    """The same disk, seed and QEMU options (TCG's cache size too) without libvirt or
+    the harness,
     polled with the ssh client every 0.2 s, each try as patient as the harness's
     banner probe (a shorter one gives up on an sshd that is starting its process).
     QEMU runs in a CPU cgroup made in `beside`, where libvirt puts its domains."""
@@ -175,7 +179,9 @@ def bare_boot(distro, image, work: Path, accel_name: str,
     shutil.copy(OVMF_VARS, vars_fd)
     port_lock = runs.PortLock()
     port = port_lock.port
-    cmd = ["qemu-system-x86_64", "-machine", f"pc,accel={accel_name}", "-m",
+    tcg = f"tcg,tb-size={tb_cache_mib(accel_name)}" if tb_cache_mib(accel_name) else "tcg"
+    cmd = ["qemu-system-x86_64", "-machine", "pc", "-accel",
+           tcg if accel_name == "tcg" else accel_name, "-m",
            str(distro.boot.memory_mib), "-nodefaults", "-display", "none",
            "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
            "-drive", f"if=pflash,format=raw,file={vars_fd}",
@@ -256,6 +262,47 @@ def restore_vs_cold(session: Session, m: Machine, cold_ready_s: float) -> dict:
     templates.close()
     return {"save_s": save_s, "fresh_machine_s": round(fresh_s, 1),
             "cold_boot_to_ready_s": cold_ready_s, "ratio": round(fresh_s / cold_ready_s, 3)}
+
+
+def reboot_vs_cold(m: Machine, cold_s: list[float], times: int = 3) -> dict:
+    """Reboots of a cold-booted machine against cold boots of the same image, each to
+    the first command of the new boot (median of `times`); the catalog's ready
+    commands follow both and are left out. Power cycles the watchdog made are
+    counted: a reboot that needed one is not cheap, whatever its time."""
+    took: list[float] = []
+    answered: list[float] = []  # when each new boot first answered (reboot's settle)
+    for _ in range(times):
+        started = time.monotonic()
+        m.reboot(settle=lambda: answered.append(time.monotonic()) or True)
+        took.append(answered[-1] - started)
+    reboot, cold = statistics.median(took), statistics.median(cold_s)
+    return {"reboots_s": [round(t, 1) for t in took], "cold_boots_s": cold_s,
+            "medians": f"{reboot:.0f} / {cold:.0f}", "ratio": round(reboot / cold, 3),
+            "power_cycles": m.power_cycles}
+
+
+def tb_cache_vs_default(session: Session, spec: MachineSpec, chosen_s: list[float]) -> dict:
+    """Boots to the first command with QEMU's default TCG cache (1 GiB), against the
+    pairs' harness boots with the chosen size: the smaller cache must not cost boot
+    time. Each default boot's QEMU peak RSS is kept beside it."""
+    if session.accel != "tcg":
+        return {}
+    quick = replace(spec, distro=replace(spec.distro, boot=replace(spec.distro.boot, ready=())))
+    chosen, default, rss = accel.TB_CACHE_MIB, DEFAULT_TB_CACHE_MIB, []
+    took = []
+    accel.TB_CACHE_MIB = default
+    try:
+        for i in range(1, len(chosen_s) + 1):
+            m, h = harness_boot(session, quick, f"bench-tb{default}-{i}")
+            took.append(h["to_first_command_s"])
+            rss.append(_qemu_peak_rss_mib(m))
+            m.destroy()
+    finally:
+        accel.TB_CACHE_MIB = chosen
+    mine, theirs = statistics.median(chosen_s), statistics.median(took)
+    return {"chosen_mib": chosen, "default_mib": default, "chosen_s": chosen_s,
+            "default_s": took, "default_peak_rss_mib": rss,
+            "medians": f"{mine:.0f} / {theirs:.0f}", "ratio": round(mine / theirs, 3)}
 
 
 def warm_vs_cold(distro) -> dict:
@@ -407,7 +454,8 @@ def _qemu_peak_rss_mib(m: Machine) -> float | None:
     return round(kib / 1024, 1)
 
 
-FIGURES = ("boot", "restore", "two_vms", "warm", "disk", "fetch", "suites")
+FIGURES = ("boot", "reboot", "tb_cache", "restore", "two_vms", "warm", "disk", "fetch",
+           "suites")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -429,8 +477,16 @@ def main(argv: list[str] | None = None) -> int:
                                     "python": platform.python_version(),
                                     "distro": distro.name}}
         m, result["boot"] = boot_pairs(session, spec, BOOT_PAIRS)
-        result["memory"] = {"qemu_peak_rss_mib": _qemu_peak_rss_mib(m)}
         h = result["boot"]["pairs"][-1]["harness"]
+        cold_s = [p["harness"]["to_first_command_s"] for p in result["boot"]["pairs"]]
+        if "reboot" in wanted:
+            result["reboot"] = reboot_vs_cold(m, cold_s)
+        rss = _qemu_peak_rss_mib(m)
+        result["memory"] = {"qemu_peak_rss_mib": rss, "guest_ram_mib": distro.boot.memory_mib,
+                            "rss_over_ram": round(rss / distro.boot.memory_mib, 3)
+                            if rss else None}
+        if "tb_cache" in wanted:
+            result["tb_cache"] = tb_cache_vs_default(session, spec, cold_s)
         if "restore" in wanted:
             result["fresh_from_save"] = restore_vs_cold(session, m, h["to_ready_s"])
         if "two_vms" in wanted:
@@ -462,6 +518,12 @@ TARGETS = [
      1.0, "lt"),
     ("  spread of the lag (s)", "boot.login_lag_spread", "", None, ""),
     ("  lag after sshd listens (s)", "boot.listening_lag_median_s", "", None, ""),
+    ("reboot / cold boot, to first command", "reboot.ratio", "<= 1.0", 1.0, "le"),
+    ("  median reboot / cold boot (s)", "reboot.medians", "", None, ""),
+    ("  power cycles in the reboots", "reboot.power_cycles", "0", 0, "le"),
+    ("QEMU peak RSS / guest RAM", "memory.rss_over_ram", "<= 1.3", 1.3, "le"),
+    ("boot, chosen TCG cache / QEMU's default", "tb_cache.ratio", "<= 1.05", 1.05, "le"),
+    ("  median boot, chosen / default (s)", "tb_cache.medians", "", None, ""),
     ("fresh machine from save / cold boot", "fresh_from_save.ratio", "<= 0.1", 0.1, "le"),
     ("two VMs at once / one after the other", "two_vms.ratio", "", None, ""),
     ("warm start / cold start (new session)", "warm_start.ratio", "", None, ""),
