@@ -17,15 +17,20 @@ from harness.paths import runtime_dir
 from harness.vm import timeouts
 
 QEMU = "qemu-system-x86_64"
-# TCG's translation-block cache (QEMU's tb-size). QEMU's own default is 1 GiB
+# TCG's translation-block cache (QEMU's tb-size). QEMU's default is 1 GiB
 # (DEFAULT_CODE_GEN_BUFFER_SIZE, accel/tcg/translate-all.c), which a guest's QEMU
-# fills and keeps resident; chosen by measurement on refos (boot time to ready and
-# QEMU's peak RSS for 1024, 512, 256 and 128 MiB: the figures are in tools/bench.py's
-# output and the issue-32 notes).
+# fills and keeps resident. Chosen by measurement on refos (1 GiB RAM, QEMU 7.2, one
+# guest at a time; issue 32): QEMU RSS at "ready" 1694 / 1127 / 841 / 683 MiB with
+# 1024 / 512 / 256 / 128; 128 made the boot cost more QEMU CPU than 256 (105 s against
+# 92 s to "ready": more flushes, more translating again). A smaller cache
+# also makes resets cheaper: the firmware, after a guest's reset, rewrites pages that
+# still hold code translated in the boot before, and every write there invalidates
+# translations (firmware to kernel 68 / 34 / 9 s after a reset with 1024 / 512 / 256).
 TB_CACHE_MIB = 256
-# What a guest's QEMU holds beyond its RAM and TCG cache: QEMU's own heap and
-# libraries, firmware images and device state (measured from VmHWM, rounded up).
-QEMU_OVERHEAD_MIB = 256
+# What a guest's QEMU holds beyond its RAM and TCG cache: its own heap, libraries and
+# device state. Measured 49 MiB on refos from /proc/PID/smaps (RSS less the guest RAM
+# and TCG cache mappings), rounded up.
+QEMU_OVERHEAD_MIB = 64
 REACHED = ("Kernel panic", "VFS: Unable to mount root")
 _warned = False  # the fallback is said once per process
 
