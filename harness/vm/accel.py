@@ -20,9 +20,11 @@ QEMU = "qemu-system-x86_64"
 # TCG's translation-block cache (QEMU's tb-size). QEMU's default is 1 GiB
 # (DEFAULT_CODE_GEN_BUFFER_SIZE, accel/tcg/translate-all.c), which a guest's QEMU
 # fills and keeps resident. Chosen by measurement on refos (1 GiB RAM, QEMU 7.2, one
-# guest at a time; issue 32): QEMU RSS at "ready" 1694 / 1127 / 841 / 683 MiB with
-# 1024 / 512 / 256 / 128; 128 made the boot cost more QEMU CPU than 256 (105 s against
-# 92 s to "ready": more flushes, more translating again). A smaller cache
+# guest at a time, a loaded host; issue 32): QEMU RSS at "ready" 1694 / 1127 / 841 /
+# 683 MiB with 1024 / 512 / 256 / 128; QEMU CPU to the first command, interleaved
+# boots, 51.7 and 47.9 s with 256 against 55.5 and 47.5 with 1024 (57.0 and 57.5 with
+# 512); 128 cost more (105 s against 92 s to "ready": more flushes, more translating
+# again). A smaller cache
 # also makes resets cheaper: the firmware, after a guest's reset, rewrites pages that
 # still hold code translated in the boot before, and every write there invalidates
 # translations (firmware to kernel 68 / 34 / 9 s after a reset with 1024 / 512 / 256).
