@@ -435,9 +435,10 @@ class Machine:
         """Power the domain off and on when the guest reset itself and the firmware
         has printed nothing since, for longer than the `firmware` timeout.
 
-        Under TCG, QEMU sometimes runs OVMF after a guest's reset at a small
-        fraction of its speed, for longer than any reboot budget (README, "After a
-        reboot, the firmware crawls"); a new QEMU process boots at full speed.
+        Under TCG, QEMU discards the previous boot's translations while OVMF
+        decompresses itself over them after a reset, at a fraction of its speed
+        (docs/design.md, "The watchdog"); a new QEMU process boots at full speed. A
+        guard: with the 256 MiB translation cache it is not expected to fire.
         Disks, NVRAM and console log carry over, as across a reset: the guest sees
         a reboot either way."""
         now = time.monotonic()

@@ -55,7 +55,7 @@ class SessionError(RuntimeError):
 
 
 class TemplateFailed(BootFailure):
-    """The recipe's template failed to boot earlier in this run: not booted again."""
+    """The machine spec's template failed to boot earlier in this run: not booted again."""
 
 
 class Images:
@@ -103,7 +103,7 @@ class Session:
         self.run: runs.Run | None = None
         self.templates: snapshot.Templates | None = None
         self.machines: list[Machine] = []  # every machine made, templates included
-        # Recipes whose template boot failed, with why: said once, never booted again.
+        # Specs whose template boot failed, with why: said once, never booted again.
         self.failed_templates: dict[str, TemplateFailed] = {}
         self._accel = ""
         # A remote hypervisor's SSH, through which its guests are reached (harness.vm.remote).
