@@ -102,15 +102,19 @@ def classify_failure(output: str, what: str) -> NotStaged:
 
 def run_update(machine, cmd: str, what: str, timeout: float | None = None,
                classify: Callable[[str, str], NotStaged] = classify_failure,
-               precondition: Callable[[str], str] = lambda output: "") -> str:
+               precondition: Callable[[str], str] = lambda output: "",
+               failed: Callable[[str], bool] = lambda output: False) -> str:
     """Run an update command in the guest and return its stdout; when it fails, raise
     the outcome its output shows: PreconditionMissing where `precondition` names what
     the guest lacks, else what `classify` makes of it (`classify_failure` by default).
-    `what` starts every message (the distro, then the step)."""
+    A zero exit whose output `failed` calls a failure is one too: some tools exit 0
+    whatever their helper did. `what` starts every message (the distro, then the step)."""
     result = machine.run(cmd, timeout)
-    if result.status == 0:
-        return result.stdout
     output = result.describe(cmd)
+    if result.status == 0:
+        if not failed(output):
+            return result.stdout
+        what = f"{what} (exit 0, but its output reports a failure)"
     if missing := precondition(output):
         raise PreconditionMissing(f"{what}: {missing}\n{output}")
     raise classify(output, what)
@@ -134,11 +138,15 @@ class NetworkUpdater:
     def _staged(self, machine, cmd: str, timeout: float | None = None) -> str:
         """Run the documented update command (see `run_update`)."""
         return run_update(machine, cmd, f"{self.distro.name}: {self.mechanism}", timeout,
-                          precondition=self._precondition)
+                          precondition=self._precondition, failed=self._failed)
 
     def _precondition(self, output: str) -> str:
         """What the guest lacks, when the tool's output says so; "" otherwise."""
         return ""
+
+    def _failed(self, output: str) -> bool:
+        """Whether a zero exit's output still reports a failure; never, by default."""
+        return False
 
 
 def adapter_class(mechanism: str) -> type | None:

@@ -12,6 +12,7 @@ an upgrade to the older image).
   version comes from `ros os version`.
 """
 
+import re
 from dataclasses import dataclass
 
 from packaging.version import InvalidVersion, Version
@@ -23,6 +24,39 @@ from harness.vm import timeouts
 # supported") unless checkGlobalCfg (cmd/control/util.go) finds
 # /proc/1/root/boot/global.cfg, which `ros install` writes (cmd/control/install.go).
 NO_GLOBAL_CFG = "ros upgrade cannot be supported"
+
+# Before v1.5.1 (checkGlobalCfg arrived in rancher/os commit 24229f0d, first in
+# v1.5.1-rc1), a system booted from the ISO and never installed has no state partition,
+# and the upgrade container fails to mount one:
+# - up to v0.3.x the installer script runs `mount -L RANCHER_STATE /mnt/new_img`
+#   (rancher/os-installer scripts/lay-down-os @ 038170d4, mount_device; in rancher/os
+#   scripts/installer/lay-down-os from v0.4.0), and mount answers
+#   `mount: can't find LABEL = "RANCHER_STATE"` as rancher/os#194 quotes it (v0.3.0-rc3;
+#   which mount printed it, and its exact spacing, unverified: both spacings match);
+# - in the Go installer (`ros install -t rancher-upgrade`), MountDevice finds neither
+#   RANCHER_BOOT nor RANCHER_STATE, keeps an empty partition name and runs
+#   `lsblk -no pkname ""` with its stderr shown (rancher/os v1.1.0 and v1.5.0
+#   cmd/control/install/install.go), hence `lsblk: : not a block device`, as
+#   rancher/os#2190 quotes it (v1.1.2-rc2 on docker-machine, an ISO boot).
+NO_STATE_PARTITION = re.compile(r"can't find LABEL\s*=\s*\"?RANCHER_STATE|"
+                                r"lsblk: : not a block device")
+
+# The installer's failure in the upgrade container's log: `ros install` ends with
+# log.Fatal("Failed to run install") when runInstall fails (rancher/os v1.5.8
+# cmd/control/install.go, installAction), which logrus writes as `level=fatal` in the
+# container's log (rancher/os#1552, #2190). startUpgradeContainer (rancher/os v1.5.8
+# cmd/control/os.go) returns nil once the container ran, whatever its exit status: it
+# stopped reading it in commit 9d76b79a ("Refactor to use libcompose", first in v0.4.0),
+# so `ros os upgrade` exits 0 after such a failure, through v1.5.8.
+INSTALLER_FAILED = re.compile(r"Failed to run install|level=fatal")
+
+# `ros -v`: from rancher/os commit 480e45cd (first in v1.2.0-rc1, cmd/control/cli.go)
+# "version VERSION from os image IMAGE"; before it, codegangsta/cli's printVersion,
+# "NAME version VERSION" with NAME = os.Args[0] (rancher/os v1.1.0
+# vendor/github.com/codegangsta/cli/help.go, cmd/control/cli.go). `ros os version`
+# prints the version alone (rancher/os v0.3.3, v1.1.0 and v1.5.8 cmd/control/os.go,
+# osVersion).
+VERSION_FORMS = re.compile(r"(?:\S+ )?version (v?\d\S*)(?: from os image \S+)?|(v?\d\S*)")
 
 
 @dataclass(frozen=True)
@@ -36,12 +70,13 @@ class OsImage:
 
 
 def parse_version(text: str) -> str:
-    """`ros os version` prints the version alone (v1.5.8); `ros -v` says
-    "version v1.4.0 from os image rancher/os:v1.4.0". Either is accepted."""
-    words = text.split()
-    if not words:
-        raise ValueError("ros printed no version")
-    return words[1] if words[0] == "version" and len(words) > 1 else words[0]
+    """The version in any form ros prints it (see VERSION_FORMS): `v1.5.8` of
+    `ros os version`, `version v1.4.0 from os image rancher/os:v1.4.0` of `ros -v`
+    from v1.2.0, `ros version v1.1.0` before it."""
+    found = VERSION_FORMS.fullmatch(text.strip())
+    if not found:
+        raise ValueError(f"ros printed no version in a form it is known to: {text!r}")
+    return found[1] or found[2]
 
 
 def parse_list(text: str) -> list[OsImage]:
@@ -110,7 +145,18 @@ class Ros(NetworkUpdater):
             return ("ros refuses to upgrade without /boot/global.cfg, which `ros install` "
                     "writes to a disk; a system booted from the ISO has none (rancher/os "
                     "v1.5.8 cmd/control/util.go checkGlobalCfg). Install it to a disk first")
+        if NO_STATE_PARTITION.search(output):
+            return ("the upgrade found no RANCHER_STATE (or RANCHER_BOOT) partition to write "
+                    "the new OS to: a system booted from the ISO and never installed has "
+                    "none (rancher/os#194, #2190). Install it to a disk first "
+                    "(`ros install -d DEVICE`)")
         return ""
+
+    def _failed(self, output: str) -> bool:
+        """ros exits 0 whatever its installer did (see INSTALLER_FAILED), so the
+        installer's failure, or a state partition it could not find, is read from the
+        output."""
+        return bool(INSTALLER_FAILED.search(output) or self._precondition(output))
 
     def stage(self, machine, kind: str = "update") -> SlotStatus:
         if kind != "update":

@@ -66,14 +66,25 @@ def test_os_release_version_is_read_quoted_or_not():
 
 
 # ros -v as quoted in rancher/os#2311 ("version v1.4.0-rc1 from os image
-# rancher/os:v1.4.0-rc1"); `ros os version` is fmt.Println(config.Version)
-# (rancher/os v1.5.8 cmd/control/os.go, osVersion).
+# rancher/os:v1.4.0-rc1"), the VersionPrinter of rancher/os commit 480e45cd (first in
+# v1.2.0-rc1); before it, codegangsta/cli's printVersion, "%v version %v" of app.Name
+# (os.Args[0]) and the version (rancher/os v1.1.0 vendor/github.com/codegangsta/cli/
+# help.go, cmd/control/cli.go); `ros os version` is fmt.Println(config.Version)
+# (rancher/os v1.5.8 and v1.1.0 cmd/control/os.go, osVersion).
 @pytest.mark.parametrize(("text", "version"), [
     ("v1.5.8\n", "v1.5.8"),
     ("version v1.4.0-rc1 from os image rancher/os:v1.4.0-rc1\n", "v1.4.0-rc1"),
+    ("ros version v1.1.0\n", "v1.1.0"),
+    ("/usr/bin/ros version v1.1.0\n", "v1.1.0"),
 ])
-def test_ros_version_in_either_form(text, version):
+def test_ros_version_in_any_of_its_forms(text, version):
     assert ros.parse_version(text) == version
+
+
+@pytest.mark.parametrize("text", ["", "ros\n", "no version here\n"])
+def test_ros_version_that_is_no_version_is_an_error_naming_the_text(text):
+    with pytest.raises(ValueError, match="ros printed"):
+        ros.parse_version(text)
 
 
 # `sudo ros os list` on v1.1.0, as rancher/os#2139 quotes it (shortened): newest first.
@@ -136,12 +147,12 @@ class Guest:
 
     LISTED = "rancher/os:v1.5.9 remote latest\nrancher/os:v1.5.8 local available running\n"
 
-    def __init__(self, failing: str, stderr: str):
-        self.failing, self.stderr = failing, stderr
+    def __init__(self, failing: str, stderr: str, status: int = 1, stdout: str = ""):
+        self.failing, self.stderr, self.status, self.stdout = failing, stderr, status, stdout
 
     def run(self, cmd, timeout=None):
         if cmd.startswith(self.failing):
-            return Result(1, "", self.stderr)
+            return Result(self.status, self.stdout, self.stderr)
         return Result(0, {"ros os version": "v1.5.8\n", "ros os list": self.LISTED}.get(cmd, ""),
                       "")
 
@@ -175,6 +186,72 @@ def test_an_unexplained_failure_is_a_refusal_and_fails_the_suite():
     with pytest.raises(Refused) as e:
         adapter.stage(Guest("ros os upgrade", "level=fatal msg=boom"))
     assert pytest_verdict(e.value)[0] == "fail"
+
+
+# An ISO-booted v0.3.0-rc3 that was never installed, as rancher/os#194 quotes it: the
+# installer script's `mount -L RANCHER_STATE` (rancher/os scripts/installer/lay-down-os,
+# mount_device) and ros's "Upgrade failed" with the container's exit status (rancher/os
+# v0.3.3 cmd/control/os.go, startUpgradeContainer). The spacing around "=" is as the
+# issue shows it; the form without spaces is checked too.
+NO_STATE_03 = ('+ mount -L RANCHER_STATE /mnt/new_img\n'
+               'mount: can\'t find LABEL = "RANCHER_STATE"\nERRO[0078] Upgrade failed')
+# The same on v1.x (v1.1.2-rc2, as rancher/os#2190 quotes it): the Go installer found
+# no RANCHER_BOOT or RANCHER_STATE partition, so lsblk got an empty name (rancher/os
+# v1.5.0 cmd/control/install/install.go, MountDevice), and ros still exited 0.
+NO_STATE_1X = ('os-upgrade_1 | Installing from :v1.1.2-rc2\n'
+               'os-upgrade_1 | lsblk: : not a block device\n'
+               'os-upgrade_1 | time="2017-12-25T09:22:38Z" level=error msg="error layDownOS '
+               'exit status 32"\n'
+               'os-upgrade_1 | time="2017-12-25T09:22:38Z" level=fatal msg="Failed to run '
+               'install" err="exit status 32"\n')
+# Constructed, no quoted sample: v0.4.0 to v0.9.x ran lay-down-os in the container
+# (rancher/os#1374 shows it, v0.6.1, `os-upgrade_1 | ` prefixed) and ros exited 0
+# whatever it did (see INSTALL_FAILED below), so #194's mount line comes with exit 0.
+NO_STATE_04 = ('os-upgrade_1 | + mount -L RANCHER_STATE /mnt/new_img\n'
+               'os-upgrade_1 | mount: can\'t find LABEL = "RANCHER_STATE"\n')
+
+
+@pytest.mark.parametrize(("status", "out", "err"), [
+    (1, "", NO_STATE_03),
+    (1, "", NO_STATE_03.replace("LABEL = ", "LABEL=")),
+    (0, NO_STATE_04, ""),
+    (0, NO_STATE_1X, ""),
+])
+def test_ros_upgrade_of_a_system_never_installed_is_a_missing_precondition(status, out, err):
+    adapter = updater(catalog.get("rancheros"))
+    with pytest.raises(PreconditionMissing, match="Install it to a disk first") as e:
+        adapter.stage(Guest("ros os upgrade", err, status, out))
+    assert pytest_verdict(e.value)[0] == "skip"
+
+
+# The installer's failure, as rancher/os#1552 quotes it (v0.8.0-rc6 on docker-machine,
+# shortened): `ros install`'s log.Fatal("Failed to run install") (rancher/os v1.5.8
+# cmd/control/install.go, installAction) inside the os-upgrade container, whose exit
+# status startUpgradeContainer never reads (rancher/os v1.5.8 cmd/control/os.go; so
+# since commit 9d76b79a, first in v0.4.0), so `ros os upgrade -f --no-reboot` exits 0.
+# Its partition was "1", not empty: not the never-installed case above.
+INSTALL_FAILED = ('Upgrading to rancher/os:v0.8.0-rc6\n'
+                  'os-upgrade_1 | Installing from :v0.8.0-rc6\n'
+                  'os-upgrade_1 | lsblk: 1: not a block device\n'
+                  'os-upgrade_1 | > time="2017-01-26T10:48:31Z" level=error msg="error '
+                  'layDownOS exit status 32"\n'
+                  'os-upgrade_1 | > time="2017-01-26T10:48:31Z" level=fatal msg="Failed to '
+                  'run install" err="exit status 32"\n')
+
+
+@pytest.mark.parametrize("stream", ["stdout", "stderr"])
+def test_ros_upgrade_that_exits_0_after_its_installer_failed_is_not_staged(stream):
+    adapter = updater(catalog.get("rancheros"))
+    out, err = (INSTALL_FAILED, "") if stream == "stdout" else ("", INSTALL_FAILED)
+    with pytest.raises(Refused, match="Failed to run install") as e:
+        adapter.stage(Guest("ros os upgrade", err, 0, out))
+    assert pytest_verdict(e.value)[0] == "fail"
+
+
+def test_ros_upgrade_whose_installer_succeeded_is_staged():
+    done = "Upgrading to rancher/os:v1.5.9\nos-upgrade_1 | Installing from :v1.5.9\n"
+    adapter = updater(catalog.get("rancheros"))
+    assert adapter.stage(Guest("ros os upgrade", "", 0, done)).version == "v1.5.9"
 
 
 def test_three_outcomes_are_three_classes():
