@@ -11,7 +11,6 @@ package); refos, with the package, is the fixed case."""
 
 import pytest
 
-from harness import catalog
 from harness.images import dockerimage
 from tests.bugs.known import MOBY_44900
 
@@ -19,14 +18,10 @@ from tests.bugs.known import MOBY_44900
 @pytest.mark.vm
 @MOBY_44900
 @pytest.mark.parametrize("bug_distro", ["refos-noapparmor", "refos"])
-def test_docker_run_works_with_apparmor_enabled_kernel(bug_distro, distro, request,
-                                                       machine_factory):
+def test_docker_run_works_with_apparmor_enabled_kernel(bug_distro, distro, boot_bug_distro):
     if distro.family != "refos":
         pytest.skip(f"{distro.name}: this reproduction needs the refos images, built here")
-    if bug_distro == distro.name:
-        m = request.getfixturevalue("machine")
-    else:
-        m = machine_factory(f"bug-{bug_distro}", distro=catalog.get(bug_distro))
+    m = boot_bug_distro(bug_distro)
     assert m.succeed("cat /sys/module/apparmor/parameters/enabled").strip() == "Y"
     m.succeed("docker load", stdin=dockerimage.build())
     result = m.run(f"docker run --rm --network none {dockerimage.TAG} true")
