@@ -268,9 +268,15 @@ def _pytest(job: Job, opts: MatrixOptions, uri: str, folder: Path) -> dict:
            *(["--offline"] if opts.offline else []), *opts.pytest_args]
     log.info("matrix: %s on %s: %s", job.distro, uri, " ".join(cmd[3:]))
     started = time.monotonic()
-    (folder / "pytest.log").unlink(missing_ok=True)  # never written through a planted link
-    fd = os.open(folder / "pytest.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                 0o644)
+    # An earlier run's files go first: its JUnit file would be read as this run's when
+    # pytest writes none, and neither is written through a name planted in their place.
+    for name in ("pytest.log", "junit.xml"):
+        (folder / name).unlink(missing_ok=True)
+    try:
+        fd = os.open(folder / "pytest.log",
+                     os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as e:  # planted again since, or a folder by that name
+        return _not_run(f"cannot write {folder / 'pytest.log'}: {e.strerror}")
     with open(fd, "w") as out:
         with _CHILDREN_LOCK:  # a matrix being stopped starts no distro
             if _STOPPING.is_set():

@@ -293,3 +293,20 @@ def test_a_stopped_matrix_starts_no_distro_whose_turn_comes(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_junit_file_planted_as_a_symlink_is_not_written_through(tmp_path):
+    """pytest writes --junitxml with a plain open(): the matrix removes whatever stands
+    at that name first (an earlier run's file, or a planted link)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    artifacts = tmp_path / "artifacts"
+    (artifacts / "refos").mkdir(parents=True)
+    (artifacts / "refos" / "junit.xml").symlink_to(victim)
+    suite = tmp_path / "test_nothing.py"
+    suite.write_text("def test_nothing():\n    pass\n")
+    opts = matrix.MatrixOptions(artifacts, ["qemu:///system"], [str(suite)])
+    status = matrix.run(["refos"], opts, {"qemu:///system": 8000}, lambda name: None)["refos"]
+    assert status["ran"] and status["exit_code"] == 0, status
+    assert victim.read_text() == "keep me"
+    assert not (artifacts / "refos" / "junit.xml").is_symlink()
