@@ -62,13 +62,10 @@ def image_source(d: catalog.Distro) -> tuple[str, bool]:
 def _downloaded(d: catalog.Distro) -> bool:
     """Whether the cache holds a verified download for the entry (offline: a moving
     target counts as cached only for the version resolved last)."""
-    try:
+    try:  # the fetcher's own look-ups: a cache someone else could have planted is refused
         source = streams.source(d, offline=True)
-    except fetch.FetchError:
-        return False
-    try:  # the fetcher's own look-up: a cache someone else could have planted is refused
         found = [fetch.recorded(url) for url in source.urls]
-    except safefs.UntrustedCache:
+    except (fetch.FetchError, safefs.UntrustedCache, OSError):
         return False
     return any(f and (not source.digest or f[1] == source.digest) for f in found)
 

@@ -100,10 +100,10 @@ def make_dirs(path: Path, mode: int = 0o755) -> Path:
     """`mkdir -p`, but each folder it makes gets exactly `mode` whatever the umask: under
     a umask of 002 (many distros' default for users) a folder the harness made itself
     would be group-writable, and then refused by the harness's own checks."""
-    missing = []
-    while not os.path.lexists(path):
-        missing.append(path)
-        path = path.parent
+    missing, above = [], path
+    while not os.path.lexists(above):
+        missing.append(above)
+        above = above.parent
     for folder in reversed(missing):
         try:
             folder.mkdir(mode)

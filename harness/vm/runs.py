@@ -78,33 +78,33 @@ def _proc_is_own() -> bool:
 def _alive_in_pidns(pidns: int, pid: int, start: str) -> bool | None:
     """Whether a process of PID namespace `pidns` (pid `pid` there) started at `start`
     still lives, looked up by its namespace inode and NSpid; None when this process
-    cannot tell: it is not in the initial namespace, or a process's namespace is
-    hidden from it (another user's, for a sweeper that is not root)."""
+    cannot tell: it is not in the initial namespace, or a process that matches by
+    NSpid and start time hides its namespace (another user's, for a sweeper that is
+    not root, or any under a sandbox's rules)."""
     hidden = False
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or not _is_owner(entry, pid, start):
             continue
         try:
-            ns = os.stat(entry / "ns" / "pid").st_ino
+            if os.stat(entry / "ns" / "pid").st_ino == pidns:
+                return True
         except PermissionError:
-            # Another user's process, to a sweeper that is not root: it could be the
-            # one. (Root is refused only by a sandbox's own rules, as for a container's
-            # PID 1, never for the processes of its own runs.)
-            hidden = hidden or os.geteuid() != 0
-            continue
+            hidden = True  # it could be the one: cannot tell
         except OSError:
-            continue  # gone, or a zombie
-        if ns != pidns:
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        nspid = next((line.split()[1:] for line in status.splitlines()
-                      if line.startswith("NSpid:")), [])
-        if nspid and nspid[-1] == str(pid) and _start_time(int(entry.name)) == start:
-            return True
+            continue  # gone meanwhile
     return False if _pidns() == INIT_PIDNS and not hidden else None
+
+
+def _is_owner(entry: Path, pid: int, start: str) -> bool:
+    """Whether /proc entry `entry` is pid `pid` in its innermost namespace (NSpid, in
+    the world-readable status) and started at `start`."""
+    try:
+        status = (entry / "status").read_text()
+    except OSError:
+        return False
+    nspid = next((line.split()[1:] for line in status.splitlines()
+                  if line.startswith("NSpid:")), [])
+    return bool(nspid) and nspid[-1] == str(pid) and _start_time(int(entry.name)) == start
 
 
 def _boot_id() -> str:
