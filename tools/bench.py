@@ -462,22 +462,25 @@ def fetch_figures() -> dict:
     return out
 
 
-def _qemu_cpu_s(m: Machine) -> float | None:
-    """User + system CPU seconds of the machine's QEMU process (proc(5), stat)."""
+def _qemu_proc(m: Machine, name: str) -> str | None:
+    """/proc/<pid>/<name> of the machine's QEMU process; None once it is gone."""
     pidfile = Path(f"/run/libvirt/qemu/{m.res.domain.name()}.pid")
     try:
-        stat = Path(f"/proc/{pidfile.read_text().strip()}/stat").read_text()
+        return Path(f"/proc/{pidfile.read_text().strip()}/{name}").read_text()
     except OSError:
+        return None
+
+
+def _qemu_cpu_s(m: Machine) -> float | None:
+    """User + system CPU seconds of the machine's QEMU process (proc(5), stat)."""
+    if (stat := _qemu_proc(m, "stat")) is None:
         return None
     fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
     return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 1)
 
 
 def _qemu_peak_rss_mib(m: Machine) -> float | None:
-    pidfile = Path(f"/run/libvirt/qemu/{m.res.domain.name()}.pid")
-    try:
-        status = Path(f"/proc/{pidfile.read_text().strip()}/status").read_text()
-    except OSError:
+    if (status := _qemu_proc(m, "status")) is None:
         return None
     kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
     return round(kib / 1024, 1)
