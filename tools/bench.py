@@ -73,8 +73,7 @@ def boot_pairs(session: Session, spec: MachineSpec, pairs: int) -> tuple[Machine
     figures, paused while the last bare boot runs so that it takes no CPU from it;
     the others stop at the first command (the catalog's ready commands are left
     out: they come after what is measured)."""
-    quick = replace(spec, distro=replace(spec.distro,
-                                         boot=replace(spec.distro.boot, ready=())))
+    quick = _quick(spec)
     done: list[dict] = []
     kept = None
     for i in range(1, pairs + 1):
@@ -269,21 +268,45 @@ def restore_vs_cold(session: Session, m: Machine, cold_ready_s: float) -> dict:
             "cold_boot_to_ready_s": cold_ready_s, "ratio": round(fresh_s / cold_ready_s, 3)}
 
 
-def reboot_vs_cold(m: Machine, cold_s: list[float], times: int = 3) -> dict:
-    """Reboots of a cold-booted machine against cold boots of the same image, each to
-    the first command of the new boot (median of `times`); the catalog's ready
-    commands follow both and are left out. Power cycles the watchdog made are
-    counted: a reboot that needed one is not cheap, whatever its time."""
+def reboot_vs_cold(session: Session, spec: MachineSpec, m: Machine, times: int = 3) -> dict:
+    """Reboots of the kept machine against cold boots of the same image, alternating
+    (reboot, cold, reboot, ...) so that a change in the host's load falls on both
+    alike, each to the first command of the new boot (median of `times`; the
+    catalog's ready commands follow both and are left out); the kept machine is
+    paused during the cold boots. A reboot is split at the guest's reset, when the
+    harness starts a new QEMU process: before it the guest's shutdown, after it the
+    boot. Power cycles the watchdog made are counted: a reboot that needed one is
+    not cheap, whatever its time."""
     took: list[float] = []
+    shutdown: list[float] = []
+    cold: list[float] = []
     answered: list[float] = []  # when each new boot first answered (reboot's settle)
-    for _ in range(times):
+    for i in range(1, times + 1):
         started = time.monotonic()
         m.reboot(settle=lambda: answered.append(time.monotonic()) or True)
-        took.append(answered[-1] - started)
-    reboot, cold = statistics.median(took), statistics.median(cold_s)
-    return {"reboots_s": [round(t, 1) for t in took], "cold_boots_s": cold_s,
-            "medians": f"{reboot:.0f} / {cold:.0f}", "ratio": round(reboot / cold, 3),
-            "power_cycles": m.power_cycles}
+        took.append(round(answered[-1] - started, 1))
+        shutdown.append(round(m.restarted_at - started, 1) if m.restarted_at > started
+                        else None)
+        m.res.domain.suspend()
+        try:
+            c, h = harness_boot(session, _quick(spec), f"bench-cold{i}")
+            c.destroy()
+        finally:
+            m.res.domain.resume()
+        cold.append(h["to_first_command_s"])
+        log.info("bench: reboot %d: %.1fs (shutdown %s s), cold boot %.1fs", i, took[-1],
+                 shutdown[-1], cold[-1])
+    reboot, cold_median = statistics.median(took), statistics.median(cold)
+    return {"reboots_s": took, "shutdown_s": shutdown, "cold_boots_s": cold,
+            "medians": f"{reboot:.0f} / {cold_median:.0f}",
+            "ratio": round(reboot / cold_median, 3),
+            "new_processes": m.restarts, "power_cycles": m.power_cycles}
+
+
+def _quick(spec: MachineSpec) -> MachineSpec:
+    """`spec` without the catalog's ready commands: boots measured to the first
+    command, which those commands follow."""
+    return replace(spec, distro=replace(spec.distro, boot=replace(spec.distro.boot, ready=())))
 
 
 def tb_cache_vs_default(session: Session, spec: MachineSpec, kept: Machine,
@@ -294,7 +317,7 @@ def tb_cache_vs_default(session: Session, spec: MachineSpec, kept: Machine,
     must not cost boot time. Each boot's QEMU CPU and peak RSS are kept beside it."""
     if session.accel != "tcg":
         return {}
-    quick = replace(spec, distro=replace(spec.distro, boot=replace(spec.distro.boot, ready=())))
+    quick = _quick(spec)
     chosen = accel.TB_CACHE_MIB
     runs: dict[int, dict[str, list]] = {size: {"s": [], "cpu": [], "rss": []}
                                         for size in (chosen, DEFAULT_TB_CACHE_MIB)}
@@ -510,9 +533,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "distro": distro.name}}
         m, result["boot"] = boot_pairs(session, spec, BOOT_PAIRS)
         h = result["boot"]["pairs"][-1]["harness"]
-        cold_s = [p["harness"]["to_first_command_s"] for p in result["boot"]["pairs"]]
         if "reboot" in wanted:
-            result["reboot"] = reboot_vs_cold(m, cold_s)
+            result["reboot"] = reboot_vs_cold(session, spec, m)
         rss = _qemu_peak_rss_mib(m)
         result["memory"] = {"qemu_peak_rss_mib": rss, "guest_ram_mib": distro.boot.memory_mib,
                             "rss_over_ram": round(rss / distro.boot.memory_mib, 3)

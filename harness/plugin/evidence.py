@@ -50,8 +50,9 @@ def guest_clock_us(machine) -> int:
 def keep(machine, dest: Path) -> Path:
     """What every machine leaves: console log, domain XML, its timings, and those of
     the cold boot behind it (boot.json: a restored machine's template's), with the
-    times the watchdog power-cycled a reset the firmware never answered (a guard
-    expected never to fire: its count is the run's record that it did not)."""
+    guest's resets (each a new QEMU process) and the times the watchdog
+    power-cycled a reset the firmware never answered (a guard expected never to
+    fire: its count is the run's record that it did not)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("console.log", "domain.xml"):
         if (machine.dir / name).exists():
@@ -59,7 +60,7 @@ def keep(machine, dest: Path) -> Path:
     replace_file(dest / "timings.json", json.dumps(machine.timings, indent=2) + "\n")
     template = machine.template or machine
     boot = {"machine": template.name, "timings": machine.boot_timings,
-            "power_cycles": machine.power_cycles}
+            "restarts": machine.restarts, "power_cycles": machine.power_cycles}
     replace_file(dest / "boot.json", json.dumps(boot, indent=2) + "\n")
     return dest
 

@@ -42,7 +42,7 @@ def test_a_kernel_warning_on_the_console_is_named_and_not_fatal():
     assert console.scan(line, fatal_only=True) == []
 
 
-def test_every_machine_records_its_power_cycles_beside_its_boot(tmp_path: Path):
+def test_every_machine_records_its_resets_and_power_cycles_beside_its_boot(tmp_path: Path):
     """The watchdog's power cycle is a guard expected never to fire; each machine's
     boot.json says how often it did (a stand-in machine: only what keep() reads)."""
     import json
@@ -51,6 +51,7 @@ def test_every_machine_records_its_power_cycles_beside_its_boot(tmp_path: Path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     machine = SimpleNamespace(name="m", dir=run_dir, timings={}, boot_timings={"ready": 1.0},
-                              template=None, power_cycles=2)
+                              template=None, restarts=3, power_cycles=2)
     dest = evidence.keep(machine, tmp_path / "evidence")
-    assert json.loads((dest / "boot.json").read_text())["power_cycles"] == 2
+    boot = json.loads((dest / "boot.json").read_text())
+    assert (boot["restarts"], boot["power_cycles"]) == (3, 2)
