@@ -45,7 +45,7 @@ def test_evidence_files_replace_planted_symlinks(tmp_path):
     (run_dir / "console.log").write_text("console")
     (run_dir / "domain.xml").write_text("<domain/>")
     machine = SimpleNamespace(name="m", dir=run_dir, timings={}, boot_timings={}, template=None,
-                              power_cycles=0,
+                              restarts=0, power_cycles=0,
                               host_key=None, res=SimpleNamespace(domain=None),
                               seed=SimpleNamespace(files={"user-data": b"#cloud-config\n"}))
     dest = tmp_path / "evidence"
