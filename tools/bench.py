@@ -297,7 +297,9 @@ def reboot_vs_cold(session: Session, spec: MachineSpec, m: Machine, times: int =
         log.info("bench: reboot %d: %.1fs (shutdown %s s), cold boot %.1fs", i, took[-1],
                  shutdown[-1], cold[-1])
     reboot, cold_median = statistics.median(took), statistics.median(cold)
+    split = [s for s in shutdown if s is not None]
     return {"reboots_s": took, "shutdown_s": shutdown, "cold_boots_s": cold,
+            "shutdown_median_s": statistics.median(split) if split else None,
             "medians": f"{reboot:.0f} / {cold_median:.0f}",
             "ratio": round(reboot / cold_median, 3),
             "new_processes": m.restarts, "power_cycles": m.power_cycles}
@@ -574,6 +576,9 @@ TARGETS = [
     ("  lag after sshd listens (s)", "boot.listening_lag_median_s", "", None, ""),
     ("reboot / cold boot, to first command", "reboot.ratio", "<= 1.0", 1.0, "le"),
     ("  median reboot / cold boot (s)", "reboot.medians", "", None, ""),
+    ("  median shutdown, up to the guest's reset (s)", "reboot.shutdown_median_s", "", None,
+     ""),
+    ("  new QEMU processes in the reboots", "reboot.new_processes", "", None, ""),
     ("  power cycles in the reboots", "reboot.power_cycles", "0", 0, "le"),
     ("QEMU peak RSS / guest RAM", "memory.rss_over_ram", "<= 1.3", 1.3, "le"),
     ("boot, chosen TCG cache / QEMU's default", "tb_cache.ratio", "<= 1.05", 1.05, "le"),
