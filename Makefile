@@ -8,7 +8,7 @@ DEBS := qemu-system-x86 qemu-utils libvirt-daemon-system libvirt-clients libvirt
         pkg-config ovmf mmdebstrap dosfstools mtools fdisk e2fsprogs squashfs-tools \
         busybox-static cloud-init ignition xorriso zstd xz-utils bzip2 curl \
         openssh-client python3-venv chromium libxml2-utils cgpt openssh-server \
-        gpgv gpg gpg-agent ostree gcc python3-dev procps
+        gpgv gpg gpg-agent ostree gcc python3-dev procps vde2
 
 .PHONY: run test deps venv services image bench lint clean
 

@@ -6,6 +6,7 @@ harness.vm.session.Session; the fixtures below only map pytest's scopes, markers
 and evidence onto it.
 """
 
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,8 @@ from harness.paths import REPO
 from harness.plugin import bugs, evidence, promises
 from harness.signals import unwind_on_sigterm
 from harness.vm import accel
-from harness.vm.machine import KernelBoot, Machine, MachineError
+from harness.vm import cluster as clusters
+from harness.vm.machine import KernelBoot, Machine, MachineError, MachineSpec
 from harness.vm.session import Options, Session, SessionError, libvirt_uri
 
 MARKERS = {
@@ -35,6 +37,10 @@ MARKERS = {
     "report); on an affected distro (the `bug_distro` parameter, else the run's) a "
     "failure whose message matches the symptom (a regular expression) is "
     "\"reproduces <url>\", any other failure or a pass is red": "",
+    "cluster(size=3, config=None): the `cluster` fixture's members (harness.vm.cluster); "
+    "config(plan) returns a member's extra configuration in the distro's seed format. "
+    "Skipped before any boot where a cluster cannot run (seed format, remote "
+    "hypervisor, memory)": "",
 }
 
 
@@ -114,10 +120,37 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         distro = known[_item_distro(item)]
         names = [n for mark in item.iter_markers("promise") for n in mark.args]
-        if names and (why := promises.unmet(names, distro,
-                                            config.getoption("--open-network"))):
+        why = names and promises.unmet(names, distro, config.getoption("--open-network"))
+        if not why and "cluster" in getattr(item, "fixturenames", ()):
+            why = _cluster_refusal(item, distro)
+        if why:
             item.add_marker(pytest.mark.skip(reason=why))
         _bug(item)
+
+
+def cluster_mark(node: pytest.Item | pytest.Collector) -> tuple[int, clusters.ConfigFn | None]:
+    """(size, config) of the `cluster` marker closest to `node` (a test or its module);
+    size 3 and no config when there is none."""
+    mark = node.get_closest_marker("cluster")
+    kwargs = dict(mark.kwargs) if mark is not None else {}
+    size, config = kwargs.pop("size", 3), kwargs.pop("config", None)
+    if kwargs or (mark is not None and mark.args) or not isinstance(size, int) or \
+            (config is not None and not callable(config)):
+        raise pytest.UsageError(f"{node.nodeid}: @pytest.mark.cluster takes size=<int> and "
+                                "config=<callable(plan) -> extra configuration>, nothing else")
+    return size, config
+
+
+def _cluster_refusal(item: pytest.Item, distro: catalog.Distro) -> str | None:
+    """Why `item`'s cluster cannot run here, decided from the catalog and options alone
+    (no image is resolved, nothing boots)."""
+    size, _ = cluster_mark(item)
+    config = item.config
+    remote = bool(urllib.parse.urlsplit(libvirt_uri(config.getoption("--libvirt-uri"))
+                                        ).hostname)
+    spec = MachineSpec(distro, None)  # type: ignore[arg-type] - the image is not needed
+    budget = matrix.mem_available_mib() - matrix.MARGIN_MIB
+    return clusters.refusal(spec, size, remote, budget, config.getoption("--accel"))
 
 
 def _bug(item: pytest.Item) -> bugs.Bug | None:
@@ -378,6 +411,45 @@ def machine(request: pytest.FixtureRequest) -> Machine:
         pytest.fail(f"{request.node.nodeid} is destructive: it must boot its own machine "
                     "with machine_factory, not change the shared one", pytrace=False)
     return request.getfixturevalue("session_machines").shared()
+
+
+@pytest.fixture(scope="module")
+def cluster(request: pytest.FixtureRequest, harness_session: Session,
+            distro: catalog.Distro) -> Iterator[clusters.Cluster]:
+    """A cluster of the run's distro, shared by the tests of a module
+    (harness.vm.cluster.Cluster): `cluster.members`, `cluster.address(m)`,
+    `cluster.destroy_member(m)`, `cluster.start_member(m)`. Its size and each
+    member's configuration come from `@pytest.mark.cluster(size=3, config=fn)` on
+    the module (`pytestmark`) or on its tests that use it (all the same). Members
+    boot cold; the run's other machines and saves are untouched."""
+    size, config = _module_cluster_mark(request)
+    _image(harness_session, distro)
+    spec = harness_session.spec(distro)
+    c = clusters.Cluster(harness_session, spec, size, config)
+    try:
+        c.start()
+    except clusters.ClusterError as e:
+        c.close()
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _module_cluster_mark(request: pytest.FixtureRequest) -> tuple[int, clusters.ConfigFn | None]:
+    """The marker of the module, else the one its cluster tests agree on."""
+    module = request.node
+    if module.get_closest_marker("cluster") is not None:
+        return cluster_mark(module)
+    marks = {cluster_mark(item) for item in request.session.items
+             if item.module is getattr(module, "obj", None)
+             and "cluster" in getattr(item, "fixturenames", ())}
+    if len(marks) > 1:
+        raise pytest.UsageError(f"{module.nodeid}: its tests ask for clusters of different "
+                                "size or config; they share one (module scope): mark the "
+                                "module (pytestmark) or split the module")
+    return marks.pop() if marks else (3, None)
 
 
 @pytest.fixture

@@ -56,6 +56,14 @@ How each format maps it (a key a format cannot express is a SeedError):
      user-data (a guess; see the catalog's snappy-1504 entry). harness.vm.ssh.trust_for
      pins the key the console prints, else trusts the first key offered with a WARNING.
 
+A cluster member's private interface (`Intent.private`, harness.vm.network) is a
+systemd-networkd file matched by MAC, `/etc/systemd/network/10-harness-private.network`,
+written like any file: by write_files for cloud-init (then `networkctl reload`,
+first in runcmd: cloud-init writes after networkd started) and coreos-cloudinit
+(the reload in its runcmd unit; unverified on CoreOS and Flatcar), by
+storage.files for Ignition (in place before networkd starts). RancherOS (no
+networkd) and `none` (no media) refuse it.
+
 Seed options (catalog `boot.seed_options`): `ignition_spec` (default 3.3.0),
 `fw_cfg` (opt/com.coreos/config for Fedora CoreOS, opt/org.flatcar-linux/config
 for Flatcar), `dialect` for config-2, `route` for rancher.
@@ -75,6 +83,7 @@ from harness.seed.base import (
     LIMITS,
     Intent,
     Media,
+    PrivateInterface,
     SeedError,
     base_document,
     check_sizes,
@@ -84,8 +93,8 @@ from harness.seed.base import (
     write_iso,
 )
 
-__all__ = ["FORMATS", "WRITERS", "Intent", "Media", "SeedError", "build", "check_options",
-           "merge", "write_iso"]
+__all__ = ["FORMATS", "WRITERS", "Intent", "Media", "PrivateInterface", "SeedError", "build",
+           "check_options", "merge", "write_iso"]
 
 @dataclass(frozen=True)
 class Writer:
@@ -206,6 +215,9 @@ def _ubuntu_core(intent: Intent, dest: Path, opts: dict) -> Media:
 
 @writer("none")
 def _none(intent: Intent, dest: Path, opts: dict) -> Media:
+    if intent.private is not None:
+        raise SeedError("private: seed format 'none' attaches no first-boot media, so a "
+                        "private interface cannot be configured")
     if intent.extra:
         key = next(iter(intent.extra))
         raise SeedError(f"extra.{key}: seed format 'none' attaches no first-boot media "

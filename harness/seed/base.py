@@ -3,6 +3,7 @@ it produces, the deep merge, the ISO writer and the size limits of each medium."
 
 import base64
 import io
+import ipaddress
 import json
 import os
 import re
@@ -148,6 +149,42 @@ def _check_values(record: dict, where: str) -> None:
             raise SeedError(f"{where}.{name}: {record[name]!r:.60} is not {what}")
 
 
+MAC = re.compile(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}")
+# Where a private interface's systemd-networkd file goes: before the image's own
+# catch-all files (refos: 20-wired.network, `Name=en*` by DHCP), since networkd
+# applies the first file in lexical order that matches a link (systemd.network(5)).
+PRIVATE_NETWORK_FILE = "/etc/systemd/network/10-harness-private.network"
+
+
+@dataclass(frozen=True)
+class PrivateInterface:
+    """A guest's NIC on a cluster's private network, configured statically on first
+    boot: the NIC with `mac` gets `address` (with prefix, "10.87.0.11/24") and
+    nothing else (no gateway, no DNS, no link-local or IPv6 autoconfiguration)."""
+
+    mac: str
+    address: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mac, str) or not MAC.fullmatch(self.mac):
+            raise SeedError(f"private.mac: {self.mac!r} is not a lowercase MAC address")
+        try:
+            iface = ipaddress.IPv4Interface(self.address)
+        except (ipaddress.AddressValueError, ipaddress.NetmaskValueError, ValueError):
+            raise SeedError(f"private.address: {self.address!r} is not an IPv4 address "
+                            "with prefix, like 10.87.0.11/24") from None
+        if "/" not in self.address or iface.network.prefixlen == 32:
+            raise SeedError(f"private.address: {self.address!r} needs its subnet's prefix")
+
+    def networkd_file(self) -> tuple[str, str, str]:
+        """(path, content, mode) of the systemd-networkd file that configures it."""
+        content = (f"# A cluster's private network, written by the harness's seed.\n"
+                   f"[Match]\nMACAddress={self.mac}\n\n"
+                   f"[Network]\nAddress={self.address}\nLinkLocalAddressing=no\n"
+                   f"IPv6AcceptRA=no\n")
+        return PRIVATE_NETWORK_FILE, content, "0644"
+
+
 @dataclass(frozen=True)
 class Intent:
     """What every first-boot format must express. `extra` is checked against the
@@ -163,6 +200,9 @@ class Intent:
     # (harness.seed.keys); written only beside `host_key`, never trusted.
     spare_host_keys: tuple[KeyPair, ...] = ()
     extra: dict | str = field(default_factory=dict)
+    # A cluster member's NIC on the private network (harness.vm.network), written as a
+    # systemd-networkd file by the formats that can carry files.
+    private: PrivateInterface | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.hostname, str) or not HOSTNAME.fullmatch(self.hostname):

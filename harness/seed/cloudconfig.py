@@ -60,13 +60,31 @@ def cloud_init(intent: Intent, base: str = "cloud-config.json") -> dict:
     units = extra.get("units", [])
     config = merge(config, {
         "users": [_ci_user(u) for u in extra.get("users", [])],
-        "write_files": [dict(f) for f in extra.get("write_files", [])]
+        "write_files": _private_files(intent) + [dict(f) for f in extra.get("write_files", [])]
         + [{"path": f"/etc/systemd/system/{u['name']}", "content": u["content"],
             "permissions": "0644"} for u in units],
-        "runcmd": _unit_commands(units) + list(extra.get("runcmd", [])),
+        "runcmd": _private_commands(intent) + _unit_commands(units)
+        + list(extra.get("runcmd", [])),
     })
     config = {k: v for k, v in config.items() if v != []}
     return merge(config, extra.get("cloud_config", {}))
+
+
+def _private_files(intent: Intent) -> list[dict]:
+    """The private interface's systemd-networkd file, as a write_files entry."""
+    if intent.private is None:
+        return []
+    path, content, mode = intent.private.networkd_file()
+    return [{"path": path, "content": content, "permissions": mode}]
+
+
+def _private_commands(intent: Intent) -> list[str]:
+    """cloud-init writes files after systemd-networkd started (its init stage runs
+    after the network is up), so networkd is told to read them again, first thing in
+    runcmd: before any unit of the extra configuration starts (an etcd that binds
+    the private address). `networkctl reload` reconfigures every link a new or
+    changed .network file matches (networkctl(1), systemd 252)."""
+    return ["networkctl reload"] if intent.private is not None else []
 
 
 def _ci_user(user: dict) -> dict:
@@ -114,12 +132,13 @@ def coreos_cloudinit(intent: Intent) -> dict:
     refuse(extra, ("ignition", "rancher"), "coreos-cloudinit", "it reads cloud-config only")
     native = extra.get("cloud_config", {})
     check_native(native, COREOS_KEYS, "extra.cloud_config", "coreos-cloudinit")
-    files = _host_key_files(intent) + [dict(f) for f in extra.get("write_files", [])]
+    files = _host_key_files(intent) + _private_files(intent) + \
+        [dict(f) for f in extra.get("write_files", [])]
     units = [{"name": u["name"], "content": u["content"], "enable": u["enabled"],
               **({"command": "start"} if u["enabled"] else {})}
              for u in extra.get("units", [])]
-    if extra.get("runcmd"):
-        files.append(runcmd_script(extra["runcmd"]))
+    if commands := _private_commands(intent) + list(extra.get("runcmd", [])):
+        files.append(runcmd_script(commands))
         units.append({"name": RUNCMD_UNIT, "content": runcmd_unit(), "enable": True,
                       "command": "start"})
     config = merge(base_document("coreos-cloudinit.json"), {
@@ -168,6 +187,9 @@ def rancher(intent: Intent) -> dict:
     """RancherOS's cloud-config: `ssh_authorized_keys` for its own user, `rancher:`
     for the OS. It runs no systemd and creates no users, so those are refused."""
     extra = intent.extra
+    if intent.private is not None:
+        raise SeedError("private: RancherOS has no systemd-networkd to give the private "
+                        "interface's file to (its network is rancher.network)")
     refuse(extra, ("users",), "RancherOS", "its cloud-config creates no users; "
            "ssh_authorized_keys go to the built-in user")
     refuse(extra, ("units",), "RancherOS", "there is no systemd; "

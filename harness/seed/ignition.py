@@ -35,6 +35,8 @@ def config(intent: Intent, spec: str) -> dict:
     check_native(native, TOP_KEYS, "extra.ignition", "Ignition")
     files = [_file("/etc/hostname", intent.hostname + "\n", "0644")]
     files += [_file(path, content, mode) for path, content, mode in host_key_files(intent)]
+    if intent.private is not None:  # in place before networkd first starts: no reload
+        files.append(_file(*intent.private.networkd_file()))
     files += [_file(f["path"], f["content"], f["permissions"]) for f in extra.get("write_files",
                                                                                    [])]
     units = [{"name": u["name"], "contents": u["content"], "enabled": u["enabled"]}

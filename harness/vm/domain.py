@@ -3,7 +3,9 @@
 Networking is QEMU user mode with `restrict=on` (the guest reaches nothing
 outside QEMU) and one forward from 127.0.0.1 to the guest's SSH port. libvirt's
 own <interface type='user'> cannot say either, so the NIC is passed as QEMU
-arguments with an explicit PCI slot that libvirt does not hand out.
+arguments with an explicit PCI slot that libvirt does not hand out. A cluster
+member has a second NIC the same way, on QEMU's `vde` netdev (libvirt has no
+VDE interface type), plugged into its cluster's switch (harness.vm.network).
 
 fw_cfg items (Ignition configs) go through libvirt's <sysinfo type='fwcfg'>,
 not raw QEMU arguments: libvirt then gives the file to QEMU's user for the
@@ -13,6 +15,7 @@ guest's host key, stays private. libvirt 9.0 passes the path to QEMU without
 escaping commas, so a path with a comma is refused (FwCfgPathError).
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -22,6 +25,7 @@ HARNESS_NS = "urn:container-os-harness:domain"
 OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 OVMF_VARS = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 NIC_SLOT = "0x1e"
+PRIVATE_NIC_SLOT = "0x1d"  # a cluster member's second NIC (harness.vm.network)
 
 ET.register_namespace("qemu", QEMU_NS)
 ET.register_namespace("harness", HARNESS_NS)
@@ -49,6 +53,21 @@ class DirectBoot:
 
 
 @dataclass(frozen=True)
+class PrivateNic:
+    """A second NIC on a cluster's private network: QEMU's `vde` netdev plugged into
+    the switch whose socket folder is `socket_dir` (harness.vm.network), with a fixed
+    MAC, in its own PCI slot. The folder is a path on the host that runs QEMU."""
+
+    socket_dir: str
+    mac: str
+    slot: str = PRIVATE_NIC_SLOT
+
+
+class PrivateNicError(ValueError):
+    """A private NIC QEMU's option parser would misread."""
+
+
+@dataclass(frozen=True)
 class DomainSpec:
     name: str
     run_id: str
@@ -71,6 +90,8 @@ class DomainSpec:
     console_stream: bool = False
     # Who made it (harness.vm.runs.Owner.attrs()): sweeps tell a live run by it.
     owner: dict[str, str] = field(default_factory=dict)
+    # A cluster member's NIC on its private network, besides the user-mode one.
+    private_nic: PrivateNic | None = None
 
 
 class FwCfgPathError(ValueError):
@@ -142,10 +163,25 @@ def netdev_arg(port: int, open_network: bool = False) -> str:
     return f"user,id=hn0,restrict={restrict},hostfwd=tcp:127.0.0.1:{port}-:22"
 
 
+def private_nic_args(nic: PrivateNic) -> list[str]:
+    """QEMU's arguments for a private NIC: `vde` netdev, virtio NIC with its MAC."""
+    if not re.fullmatch(r"(?:[0-9a-f]{2}:){5}[0-9a-f]{2}", nic.mac) or \
+            not re.fullmatch(r"0x[0-9a-f]{1,2}", nic.slot) or nic.slot == NIC_SLOT:
+        raise PrivateNicError(f"private NIC: MAC {nic.mac!r} or slot {nic.slot!r} is not "
+                              "a lowercase MAC and a free PCI slot")
+    if "," in nic.socket_dir or not nic.socket_dir.startswith("/"):
+        raise PrivateNicError(f"private NIC: switch folder {nic.socket_dir!r} must be an "
+                              "absolute path without ',' (QEMU would split the option)")
+    return ["-netdev", f"vde,id=lan0,sock={nic.socket_dir}",
+            "-device", f"virtio-net-pci,netdev=lan0,mac={nic.mac},bus=pci.0,addr={nic.slot}"]
+
+
 def _network(root: ET.Element, spec: DomainSpec) -> None:
     cmdline = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
     args = ["-netdev", netdev_arg(spec.ssh_port, spec.open_network),
             "-device", f"virtio-net-pci,netdev=hn0,bus=pci.0,addr={NIC_SLOT}"]
+    if spec.private_nic is not None:
+        args += private_nic_args(spec.private_nic)
     for arg in args:
         ET.SubElement(cmdline, f"{{{QEMU_NS}}}arg", value=arg)
 

@@ -147,6 +147,16 @@ class Machine:
         self.seed: seed.Media | None = None
         self.direct: domain.DirectBoot | None = None
         self.xml = ""
+        # A cluster member's NIC on its private network (harness.vm.cluster sets both
+        # before start): the domain's second NIC, and what the seed configures on it.
+        self.private_nic: domain.PrivateNic | None = None
+        self.private: seed.PrivateInterface | None = None
+        self._powered_off = False  # by power_off(), for power_on()
+
+    @property
+    def private_address(self) -> str | None:
+        """This machine's address on its cluster's private network, or None."""
+        return self.private.address.split("/")[0] if self.private else None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -176,7 +186,7 @@ class Machine:
                              authorized_keys=(self.client_key.public,), host_key=self.host_key,
                              spare_host_keys=keys.spare_host_keys(keydir, self.name),
                              instance_id=f"{run.id}-{self.name}",
-                             extra=self.spec.extra_config or {})
+                             extra=self.spec.extra_config or {}, private=self.private)
         fmt = self.spec.seed
         options = self.distro.boot.seed_options if fmt == self.distro.boot.seed else {}
         self.seed = seed.build(fmt, intent, self.dir, options)
@@ -219,7 +229,8 @@ class Machine:
             nvram=Path(storage.POOL_DIR) / self.volume("VARS.fd"), accel=self.accel,
             tb_cache_mib=tb_cache_mib(self.accel),
             fw_cfg=self.seed.fw_cfg, direct=self.direct, owner=run.owner.attrs(),
-            console_stream=self.remote, open_network=self.session.open_network)
+            console_stream=self.remote, open_network=self.session.open_network,
+            private_nic=self.private_nic)
 
     @property
     def remote(self) -> bool:
@@ -501,6 +512,37 @@ class Machine:
         self.power_cycles += 1
         self._cycled_at = len(text)
         self._console_seen = (len(text), time.monotonic())
+
+    def power_off(self) -> None:
+        """Pull the plug (virsh destroy): QEMU ends at once, the guest gets no say. Its
+        disks, NVRAM, port and console log stay, for power_on()."""
+        if self._ssh:
+            self._ssh.close()
+        self.res.domain.destroy()  # a transient domain: gone with its process
+        self.res.domain = None
+        self._powered_off = True
+
+    def power_on(self) -> None:
+        """Start a machine that power_off() stopped again, as a new QEMU process on the
+        same disks and NVRAM (`_start_again`, as after a guest's reset; the guest boots
+        again, as after a power failure), and wait until it is ready. Its timings get
+        `power_onN`, the seconds until it was ready."""
+        if not self._powered_off or self.res.domain is not None:
+            raise MachineError(f"{self.name}: power_on() needs a machine power_off() stopped")
+        self._console_mark = len(self.console_text())
+        boot_timings, self.timings = self.timings, {}
+        try:
+            with step("power on", self.name):
+                self.started = time.monotonic()
+                self._start_again("powered on")  # from the XML it last ran with
+                self._powered_off = False
+                self.wait_ready()
+        finally:
+            ready = self.timings.get("ready")
+            self.timings = boot_timings
+            ons = [k for k in self.timings if k.startswith("power_on")]
+            if ready is not None:
+                self.timings[f"power_on{len(ons) + 1}"] = ready
 
     def _hypervisor_lost(self) -> str:
         """Why libvirt no longer answers for a remote guest, or "" if it does."""

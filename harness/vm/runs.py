@@ -31,7 +31,7 @@ import libvirt
 
 from harness.log import log
 from harness.paths import private_mkdir, runtime_dir
-from harness.vm import domain, storage
+from harness.vm import domain, network, storage
 
 DOMAIN_PREFIX = "harness-"
 VOLUME_RUN = re.compile(r"run-([0-9a-f]+)(?=[-.])")
@@ -273,7 +273,8 @@ def _dead(run_id: str, owner: Owner | None, finished: frozenset[str], left: set[
 
 
 def sweep(conn: libvirt.virConnect, finished: frozenset[str] = frozenset()) -> list[str]:
-    """Remove what dead runs left: domains, volumes, run dirs, stale port locks.
+    """Remove what dead runs left: domains, volumes, cluster switches, run dirs, stale
+    port locks.
 
     Liveness comes from each run's own owner record, never from which runtime dir
     the sweeper uses. `finished` names runs to sweep although their process
@@ -325,6 +326,7 @@ def _sweep_local(local: Path, finished: frozenset[str]) -> list[str]:
     removed = []
     for path in (local / "runs").glob("*"):
         if path.name in finished or not alive(path):
+            removed += network.sweep_run(path)  # a switch that outlived its run
             shutil.rmtree(path, ignore_errors=True)  # rmtree does not follow symlinks
             removed.append(f"run dir {path}")
     for lock in (local / "ports").glob("*.lock"):
