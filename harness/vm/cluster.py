@@ -40,6 +40,7 @@ class ClusterError(MachineError):
     seed format that cannot carry per-member configuration, or a member that failed."""
 
 
+CANCEL_PATIENCE = 120.0  # seconds a member's boot thread has to notice a cancel
 # Seed formats whose media carry files, so a private interface and per-member config.
 PER_MEMBER_FORMATS = ("nocloud", "config-2", "ignition", "ubuntu-core")
 
@@ -109,6 +110,7 @@ class Cluster:
         self.plans = plans(size)
         self.members: list[Machine] = []
         self.switch: network.Switch | None = None
+        self._threads: list[threading.Thread] = []
 
     def address(self, m: Machine) -> str:
         """`m`'s address on the private network."""
@@ -160,12 +162,14 @@ class Cluster:
                 m.start()
             except BaseException as e:  # handed to the caller below
                 errors.append(e)
+                for other in self.members:  # no use waiting for the others
+                    other.cancel(f"{m.name}, a member of the same cluster, failed")
 
-        threads = [threading.Thread(target=boot, args=(m,), name=f"boot {m.name}")
-                   for m in self.members]
-        for t in threads:
+        self._threads = [threading.Thread(target=boot, args=(m,), name=f"boot {m.name}",
+                                          daemon=True) for m in self.members]
+        for t in self._threads:
             t.start()
-        for t in threads:
+        for t in self._threads:
             t.join()
         if errors:
             raise ClusterError(f"cluster {self.name}: {len(errors)} of {self.size} members "
@@ -183,7 +187,13 @@ class Cluster:
         m.power_on()
 
     def close(self) -> None:
-        """Remove every member and the switch; safe to call twice."""
+        """Remove every member and the switch; safe to call twice. Boots still running
+        (close() on Ctrl-C) are cancelled and waited for first: a member's thread
+        removes what it made, and nothing is made after close()."""
+        for m in self.members:
+            m.cancel("the cluster is closing")
+        for t in self._threads:
+            t.join(CANCEL_PATIENCE)
         for m in self.members:
             try:
                 m.destroy()

@@ -152,6 +152,7 @@ class Machine:
         self.private_nic: domain.PrivateNic | None = None
         self.private: seed.PrivateInterface | None = None
         self._powered_off = False  # by power_off(), for power_on()
+        self.cancelled = ""  # why another thread gave up on this machine (cancel)
 
     @property
     def private_address(self) -> str | None:
@@ -432,6 +433,8 @@ class Machine:
         """Raise BootFailure if waiting for this guest can no longer succeed: the
         domain is gone, or the console shows a fatal line since the last (re)boot.
         A check only: it changes nothing (the watchdog acts, `watchdog`)."""
+        if self.cancelled:
+            raise self._error(BootFailure, f"cancelled: {self.cancelled}")
         if not self.running():
             if lost := self._hypervisor_lost():
                 raise self._error(MachineError, lost)
@@ -543,6 +546,11 @@ class Machine:
             ons = [k for k in self.timings if k.startswith("power_on")]
             if ready is not None:
                 self.timings[f"power_on{len(ons) + 1}"] = ready
+
+    def cancel(self, why: str) -> None:
+        """Make the waits of this machine, in whichever thread, end at their next turn
+        with BootFailure(`why`): a cluster stopping its other members' boots."""
+        self.cancelled = why
 
     def _hypervisor_lost(self) -> str:
         """Why libvirt no longer answers for a remote guest, or "" if it does."""

@@ -140,3 +140,40 @@ def test_kvm_guest_and_unset_size_carry_no_tb_cache():
     """KVM has no translation cache; 0 leaves QEMU's default."""
     for spec in (_spec(accel="kvm", tb_cache_mib=256), _spec(tb_cache_mib=0)):
         assert ET.fromstring(domain.domain_xml(spec)).find("features/tcg") is None
+
+
+PRIVATE = domain.PrivateNic("/run/container-os-harness/runs/abc/networks/c0",
+                            "52:54:00:87:00:0b")
+
+
+def _args(xml: str) -> list[str]:
+    return [a.get("value") for a in ET.fromstring(xml).iter(f"{{{domain.QEMU_NS}}}arg")]
+
+
+@needs_validator
+def test_a_private_nic_is_a_second_vde_nic_beside_the_restricted_user_one(tmp_path):
+    xml = domain.domain_xml(_spec(private_nic=PRIVATE))
+    _validate(tmp_path, xml)
+    args = _args(xml)
+    netdevs = [args[i + 1] for i, a in enumerate(args) if a == "-netdev"]
+    devices = [args[i + 1] for i, a in enumerate(args) if a == "-device"]
+    assert netdevs == ["user,id=hn0,restrict=on,hostfwd=tcp:127.0.0.1:40022-:22",
+                       f"vde,id=lan0,sock={PRIVATE.socket_dir}"]
+    assert devices[1] == ("virtio-net-pci,netdev=lan0,mac=52:54:00:87:00:0b,bus=pci.0,"
+                          "addr=0x1d")
+    assert domain.NIC_SLOT not in devices[1]
+
+
+def test_a_machine_without_a_private_nic_has_one_nic():
+    assert _args(domain.domain_xml(_spec())).count("-netdev") == 1
+
+
+@pytest.mark.parametrize("nic", [
+    domain.PrivateNic("/run/a,b/networks/c0", "52:54:00:87:00:0b"),
+    domain.PrivateNic("networks/c0", "52:54:00:87:00:0b"),
+    domain.PrivateNic("/run/x", "52:54:00:87:00:0b,romfile=/etc/passwd"),
+    domain.PrivateNic("/run/x", "52:54:00:87:00:0b", slot=domain.NIC_SLOT),
+])
+def test_a_private_nic_qemu_would_misread_is_refused(nic):
+    with pytest.raises(domain.PrivateNicError, match="private NIC"):
+        domain.domain_xml(_spec(private_nic=nic))

@@ -1,0 +1,82 @@
+"""Clusters (harness.vm.cluster): members on a private network of their own, each
+its own machine, and a member powered off and on again. Boots two real guests
+of the session's distro at once, sharing them across this module's tests."""
+
+import re
+import shlex
+import subprocess
+
+import pytest
+
+from harness.vm import network
+
+pytestmark = [pytest.mark.vm, pytest.mark.cluster(size=2)]
+
+
+def _pair(cluster):
+    a, b = cluster.members
+    return a, b
+
+
+def test_members_have_their_private_address_on_the_second_nic(cluster):
+    for i, m in enumerate(cluster.members):
+        assert m.private_address == cluster.address(m) == network.member_address(i)
+        link = m.succeed(f"ip -o link | grep -i {shlex.quote(network.member_mac(i))}")
+        ifname = link.split(":")[1].strip()
+        addrs = m.succeed(f"ip -o -4 addr show dev {shlex.quote(ifname)}")
+        assert f"inet {m.private_address}/24" in addrs, addrs
+
+
+def test_members_reach_each_other_by_ping_and_tcp(cluster):
+    a, b = _pair(cluster)
+    for m, peer in ((a, b), (b, a)):
+        m.succeed(f"ping -c 2 -W 5 {peer.private_address}")
+    # A TCP server on b's private address only; a connects to it there.
+    b.succeed(f"systemd-run --unit=cluster-nc-listen sh -c 'echo hello-from-{b.name} | "
+              f"busybox nc -l -s {b.private_address} -p 7070'")
+    b.wait_until_succeeds("ss -ltn | grep -q ':7070 '")
+    got = a.succeed(f"busybox nc -w 10 {b.private_address} 7070 </dev/null")
+    assert got.strip() == f"hello-from-{b.name}"
+
+
+def test_each_member_is_its_own_machine(cluster):
+    probes = {
+        "machine-id": "cat /etc/machine-id",
+        "hostname": "hostname",
+        "ssh host key": "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub",
+        "docker engine id": "docker info --format '{{.ID}}'",
+    }
+    for what, cmd in probes.items():
+        seen = {m.name: m.succeed(cmd).strip() for m in cluster.members}
+        assert all(seen.values()), f"{what}: empty on some member: {seen}"
+        assert len(set(seen.values())) == len(seen), f"{what} shared by members: {seen}"
+    assert [m.succeed("hostname").strip() for m in cluster.members] == \
+        [m.name for m in cluster.members]
+
+
+def test_the_host_has_no_address_or_link_on_the_private_network(cluster):
+    addrs = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True,
+                           check=True).stdout
+    assert "10.87.0." not in addrs, addrs
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
+                           check=True).stdout
+    assert not re.search(r"^\d+: (tap|vnet|vde)", links, re.M), links
+    # What the host has of the network: the switch's unix sockets, one per member plus
+    # its control socket.
+    sockets = sorted(p.name for p in cluster.switch.dir.iterdir() if p.is_socket())
+    assert "ctl" in sockets and len(sockets) >= 1 + len(cluster.members), sockets
+
+
+def test_a_destroyed_member_is_gone_from_the_network_and_comes_back_on_its_disks(cluster):
+    a, b = _pair(cluster)
+    b.succeed("echo kept > /var/lib/cluster-marker && sync")
+    before = b.boot_id()
+    cluster.destroy_member(b)
+    assert not b.running()
+    a.fail(f"ping -c 2 -W 3 {b.private_address}")
+    cluster.start_member(b)
+    assert b.boot_id() != before  # a new boot, not a restore
+    assert b.succeed("cat /var/lib/cluster-marker").strip() == "kept"  # the same disks
+    assert b.console_text().count("Linux version") == 2  # one log, appended to
+    a.succeed(f"ping -c 2 -W 5 {b.private_address}")
+    assert any(k.startswith("power_on") for k in b.timings)
