@@ -33,11 +33,13 @@ STOP_GRACE = 180.0  # seconds a stopped stream has to remove its machines
 
 @dataclass(frozen=True)
 class Stream:
-    """One pytest process: a name, its distro and its test paths."""
+    """One pytest process: a name, its distro and its test paths; `guests`, the most
+    guests it runs at once (a cluster's members), for its memory cost."""
     name: str
     distro: str
     paths: tuple[str, ...]
     ignore: tuple[str, ...] = ()
+    guests: int = 1
 
     @property
     def log(self) -> Path:
@@ -57,12 +59,15 @@ class Stream:
 # Ignition's tests and the Docker suite (its first boot is a systemd first boot,
 # where presets decide which units run).
 FIRST_BOOT = "tests/suites/test_first_boot.py"
+CLUSTER = "tests/driver/test_cluster.py"
 SNAPPY_BUG = "tests/bugs/test_snappy_docker_permission_denied.py"
 STREAMS = (
     Stream("refos-snap", "refos-snap", ("tests/suites", SNAPPY_BUG), ignore=(FIRST_BOOT,)),
     Stream("refos", "refos", ("tests/suites", "tests/bugs")),
     Stream("refos-driver", "refos", ("tests/driver",),
-           ignore=("tests/driver/test_ignition.py",)),
+           ignore=("tests/driver/test_ignition.py", CLUSTER)),
+    # Clusters (harness.vm.cluster): up to three members at once, counted in memory.
+    Stream("refos-cluster", "refos", (CLUSTER,), guests=3),
     Stream("refos-ostree", "refos-ostree", ("tests/suites",), ignore=(FIRST_BOOT,)),
     Stream("refos-ignition", "refos-ignition",
            ("tests/driver/test_ignition.py", "tests/suites/test_docker.py")),
@@ -167,9 +172,11 @@ def selected(names: list[str]) -> list[Stream]:
 def lanes_that_fit(streams: list[Stream], cores: int, free_mib: int,
                    margin_mib: int = matrix.MARGIN_MIB) -> int:
     """Streams at a time: one per core, fewer when free memory cannot hold that many
-    guests at once (each counted at its real cost, the dearest first); at least one."""
+    guests at once (each counted at its real cost, a cluster stream's members all
+    together, the dearest first); at least one."""
     known = catalog.load()
-    needs = [guest_cost_mib(known[s.distro].boot.memory_mib, "auto") for s in streams]
+    needs = [guest_cost_mib(known[s.distro].boot.memory_mib, "auto") * s.guests
+             for s in streams]
     return max(1, min(cores, matrix.budget(needs, free_mib, margin_mib)))
 
 

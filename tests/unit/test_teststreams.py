@@ -151,3 +151,15 @@ def test_lanes_are_one_per_core_unless_memory_holds_fewer_guests():
     assert free > 4 * 1024  # counted at their RAM alone, four guests would have fitted
     assert teststreams.lanes_that_fit(streams, cores=8, free_mib=free, margin_mib=0) == 3
     assert teststreams.lanes_that_fit(streams, cores=2, free_mib=10, margin_mib=0) == 1
+
+
+def test_a_cluster_streams_memory_counts_all_its_members():
+    cost = accel.guest_cost_mib(1024, "tcg")
+    single = [teststreams.Stream("a", "refos", ()), teststreams.Stream("b", "refos", ())]
+    cluster = [teststreams.Stream("a", "refos", ()),
+               teststreams.Stream("c", "refos", (), guests=3)]
+    free = 3 * cost + 100  # three guests: two single streams, or the cluster alone
+    assert teststreams.lanes_that_fit(single, cores=2, free_mib=free, margin_mib=0) == 2
+    assert teststreams.lanes_that_fit(cluster, cores=2, free_mib=free, margin_mib=0) == 1
+    assert any(s.guests > 1 and s.paths == (teststreams.CLUSTER,)
+               for s in teststreams.STREAMS)
