@@ -4,6 +4,7 @@ cluster is refused for before anything boots."""
 
 import base64
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from harness import catalog, seed
 from harness.seed import keys
 from harness.vm import cluster, network
 from harness.vm.machine import MachineSpec
+from tests.helpers import run_pytest
 from tests.unit.test_seed import (
     cloud_init_read,
     ignition_validate,
@@ -143,3 +145,51 @@ def test_a_distro_whose_seed_cannot_carry_member_config_is_refused():
     assert names
     for name in names:
         assert "cannot carry" in cluster.refusal(_spec(name), 2, False, None, "tcg")
+
+
+# -- the pytest interface: refused before any boot ------------------------------------
+
+def _pytest(tmp_path: Path, body: str, *args: str, env: dict | None = None):
+    test = tmp_path / "test_probe.py"
+    test.write_text(textwrap.dedent(body))
+    return run_pytest("-rs", "--rootdir", str(tmp_path), str(test), *args, cwd=tmp_path,
+                      env=env)
+
+
+CLUSTER_TEST = """
+    import pytest
+
+    pytestmark = pytest.mark.cluster(size=2, config=lambda plan: {})
+
+    def test_uses_a_cluster(cluster):
+        raise AssertionError("booted")
+"""
+
+
+def test_a_distro_without_per_member_seeds_skips_before_any_boot(tmp_path, cache):
+    result = _pytest(tmp_path, CLUSTER_TEST, "--offline", "--distro=rancheros")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "SKIPPED" in result.stdout and "cannot carry a member's private interface" \
+        in result.stdout
+    assert "not cached" not in result.stdout  # no fixture ran: nothing was resolved
+
+
+def test_a_remote_hypervisor_skips_a_cluster_before_connecting(tmp_path, cache):
+    result = _pytest(tmp_path, CLUSTER_TEST, "--offline", "--distro=refos",
+                     "--libvirt-uri=qemu+ssh://nobody@192.0.2.1/system")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "local hypervisor only" in result.stdout
+
+
+def test_a_cluster_that_does_not_fit_in_memory_skips_with_the_sums(tmp_path, cache):
+    result = _pytest(tmp_path, CLUSTER_TEST.replace("size=2", "size=64"), "--offline",
+                     "--distro=refos")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "a cluster of 64 refos members needs 86016 MiB" in result.stdout
+
+
+def test_a_cluster_marker_with_unknown_arguments_is_a_usage_error(tmp_path, cache):
+    result = _pytest(tmp_path, CLUSTER_TEST.replace("size=2", "members=2"), "--offline",
+                     "--distro=refos")
+    assert result.returncode == 4
+    assert "@pytest.mark.cluster takes size=<int>" in result.stdout + result.stderr
