@@ -421,11 +421,13 @@ def cluster(request: pytest.FixtureRequest, harness_session: Session,
     `cluster.destroy_member(m)`, `cluster.start_member(m)`. Its size and each
     member's configuration come from `@pytest.mark.cluster(size=3, config=fn)` on
     the module (`pytestmark`) or on its tests that use it (all the same). Members
-    boot cold; the run's other machines and saves are untouched."""
+    come from saves, each its own (cold with the `cold_boot` marker on the module,
+    or --cold-boots)."""
     size, config = _module_cluster_mark(request)
     _image(harness_session, distro)
     spec = harness_session.spec(distro)
-    c = clusters.Cluster(harness_session, spec, size, config)
+    c = clusters.Cluster(harness_session, spec, size, config,
+                         cold=request.node.get_closest_marker("cold_boot") is not None)
     try:
         c.start()
     except clusters.ClusterError as e:

@@ -13,8 +13,14 @@ distro's own seed format (a dict of harness.seed's vocabulary, whose
 `cloud_config` or `ignition` table carries native keys); `plan` is the member's
 `MemberPlan`: its index, name, host name, private address and its peers.
 
-Members boot cold (a save restores as one running domain under the save's
-name, so a cluster's saves would have to be a group; not built yet).
+Members come from saves like single machines (harness.vm.snapshot): each member
+is a spec of its own (harness.vm.machine.Member: its host name and private
+interface are in its seed), so each has its own save and its own identity. The
+first time, each member's template boots cold on the cluster's switch, is saved
+and restored; later sessions restore all members from the warm cache. A save
+holds the private NIC in its domain: a restore changes only the switch's socket
+path (a QEMU argument, outside libvirt's ABI check). `cold=True`, the
+`cold_boot` marker or --cold-boots boot every member from scratch.
 
 What a suite uses:
     cluster.members                 the Machines, in index order
@@ -32,7 +38,7 @@ from harness import seed
 from harness.log import log, step
 from harness.seed.base import parse_extra
 from harness.vm import accel, domain, network
-from harness.vm.machine import Machine, MachineError, MachineSpec
+from harness.vm.machine import Machine, MachineError, MachineSpec, Member
 
 
 class ClusterError(MachineError):
@@ -104,9 +110,11 @@ class Cluster:
     start() and close()."""
 
     def __init__(self, session, spec: MachineSpec, size: int,
-                 config: ConfigFn | None = None, name: str = "c"):
+                 config: ConfigFn | None = None, name: str = "c", cold: bool = False):
         self.session, self.spec, self.size, self.config = session, spec, size, config
-        self.name = name
+        self.name, self.cold = name, cold
+        self._lock = threading.Lock()
+        self._wired: list[Machine] = []  # members and templates plugged into the switch
         self.plans = plans(size)
         self.members: list[Machine] = []
         self.switch: network.Switch | None = None
@@ -126,7 +134,6 @@ class Cluster:
                 self.switch = network.Switch.start(
                     self.session.run.dir, self._network_name(),
                     network.qemu_group(self.session.conn))
-                self.members = [self._member(p) for p in self.plans]
                 self._boot_all()
         except BaseException:
             self.close()
@@ -138,44 +145,60 @@ class Cluster:
         taken = {r.name for r in network.read_records(self.session.run.dir)}
         return next(n for n in (f"{self.name}{i}" for i in range(1000)) if n not in taken)
 
-    def _member(self, plan: MemberPlan) -> Machine:
+    def _spec(self, plan: MemberPlan) -> MachineSpec:
+        """Member `plan`'s spec: the cluster's, with the member's own extra configuration
+        merged over it, and its host name and private interface (harness.vm.machine.Member):
+        a spec, and so a save, of its own."""
         extra = self.spec.extra_config
         own = self.config(plan) if self.config else None
         if own:
             extra = seed.merge(parse_extra(extra), parse_extra(own))
-        spec = MachineSpec(self.spec.distro, self.spec.image, self.spec.seed_format,
-                           extra or None)
-        m = self.session.new_machine(plan.name, spec)
-        m.hostname = plan.hostname
-        m.private = seed.PrivateInterface(network.member_mac(plan.index),
-                                          network.member_interface(plan.index))
-        m.private_nic = domain.PrivateNic(str(self.switch.dir), network.member_mac(plan.index))
-        return m
+        private = seed.PrivateInterface(network.member_mac(plan.index),
+                                        network.member_interface(plan.index))
+        return MachineSpec(self.spec.distro, self.spec.image, self.spec.seed_format,
+                           extra or None, member=Member(plan.hostname, private))
+
+    def _wire(self, m: Machine) -> None:
+        """Plug a member, or the template it is restored from, into this switch."""
+        m.private_nic = domain.PrivateNic(str(self.switch.dir), m.private.mac)
+        with self._lock:
+            self._wired.append(m)
 
     def _boot_all(self) -> None:
-        """Every member's start() in a thread of its own; the first error is raised
-        once all have ended (Machine.start removes a member that failed)."""
+        """Every member in a thread of its own, restored from its save (the first time
+        its template boots cold and is saved) or booted cold; the first error is
+        raised once all have ended, the other boots cancelled."""
+        specs = [self._spec(p) for p in self.plans]  # a bad configuration: before any boot
+        results: list[Machine | None] = [None] * self.size
         errors: list[BaseException] = []
 
-        def boot(m: Machine) -> None:
+        def boot(i: int) -> None:
             try:
-                m.start()
+                results[i] = self.session.machine(self.plans[i].name, specs[i],
+                                                  cold=self.cold, wire=self._wire)
             except BaseException as e:  # handed to the caller below
                 errors.append(e)
-                for other in self.members:  # no use waiting for the others
-                    other.cancel(f"{m.name}, a member of the same cluster, failed")
+                self._cancel(f"{self.plans[i].name}, a member of the same cluster, failed")
 
-        self._threads = [threading.Thread(target=boot, args=(m,), name=f"boot {m.name}",
-                                          daemon=True) for m in self.members]
+        self._threads = [threading.Thread(target=boot, args=(i,), daemon=True,
+                                          name=f"boot {self.plans[i].name}")
+                         for i in range(self.size)]
         for t in self._threads:
             t.start()
         for t in self._threads:
             t.join()
+        self.members = [m for m in results if m is not None]
         if errors:
             raise ClusterError(f"cluster {self.name}: {len(errors)} of {self.size} members "
                                f"failed to boot; the first: {errors[0]}") from errors[0]
         log.info("%s: %d members ready: %s", self.name, self.size,
                  ", ".join(f"{m.name} {m.private_address}" for m in self.members))
+
+    def _cancel(self, why: str) -> None:
+        with self._lock:
+            wired = list(self._wired)
+        for m in wired:
+            m.cancel(why)
 
     def destroy_member(self, m: Machine) -> None:
         """Power `m` off at once (virsh destroy); disks and NVRAM stay for start_member."""
@@ -190,11 +213,12 @@ class Cluster:
         """Remove every member and the switch; safe to call twice. Boots still running
         (close() on Ctrl-C) are cancelled and waited for first: a member's thread
         removes what it made, and nothing is made after close()."""
-        for m in self.members:
-            m.cancel("the cluster is closing")
+        self._cancel("the cluster is closing")
         for t in self._threads:
             t.join(CANCEL_PATIENCE)
-        for m in self.members:
+        with self._lock:
+            made = list(dict.fromkeys([*self.members, *self._wired]))
+        for m in made:
             try:
                 m.destroy()
             except Exception as e:  # the session's final sweep takes what is left

@@ -59,6 +59,16 @@ class KernelBoot:
     initrd: Path | None = None
 
 
+@dataclass(frozen=True)
+class Member:
+    """A cluster member's place (harness.vm.cluster): its host name and its private
+    interface are written into its seed, so they are part of its spec and of its
+    save's key. Each member is a spec of its own: its own save, its own identity."""
+
+    hostname: str
+    private: seed.PrivateInterface
+
+
 @dataclass(frozen=True, eq=False)
 class MachineSpec:
     """Everything that makes two machines identical at boot, so one saved machine
@@ -69,6 +79,7 @@ class MachineSpec:
     seed_format: str = ""  # another first-boot format than the catalog's
     extra_config: dict | str | None = None
     kernel_boot: KernelBoot | None = None
+    member: Member | None = None  # a cluster member's host name and private interface
 
     @property
     def seed(self) -> str:
@@ -77,10 +88,11 @@ class MachineSpec:
     def key(self) -> str:
         """Names what the guest is made of: the image (a build's recipe hash, a
         download's digest), the distro entry, the seed format and extra configuration,
-        the kernel boot. The code that shapes a guest is in the saves' key
+        the kernel boot, a cluster member's place. The code that shapes a guest is in the saves' key
         (harness.vm.savecache.guest_digest), not a version string that never moves."""
         data = json.dumps([self.image.key, self.distro.name, self.seed_format,
-                           self.extra_config, self.kernel_boot],
+                           self.extra_config, self.kernel_boot,
+                           *([self.member] if self.member else [])],
                           sort_keys=True, default=str)
         return hashlib.sha256(data.encode()).hexdigest()[:12]
 
@@ -125,7 +137,8 @@ class Machine:
         self.session, self.conn = session, session.conn
         self.dir = _unique_dir(session.run.dir, name)
         self.id = self.dir.name  # names its volumes: unique within the run
-        self.hostname = name  # a restored machine keeps its template's
+        # A restored machine keeps its template's; a cluster member's is in its spec.
+        self.hostname = spec.member.hostname if spec.member else name
         self.template: Machine | None = None  # the machine it was restored from
         self.console_log = self.dir / "console.log"
         # Seconds from domain start to each readiness phase (harness.vm.readiness;
@@ -147,10 +160,12 @@ class Machine:
         self.seed: seed.Media | None = None
         self.direct: domain.DirectBoot | None = None
         self.xml = ""
-        # A cluster member's NIC on its private network (harness.vm.cluster sets both
-        # before start): the domain's second NIC, and what the seed configures on it.
+        # A cluster member's NIC on its private network: the domain's second NIC (set by
+        # harness.vm.cluster before start: the switch is the run's), and what the seed
+        # configures on it (from the spec).
         self.private_nic: domain.PrivateNic | None = None
-        self.private: seed.PrivateInterface | None = None
+        self.private: seed.PrivateInterface | None = spec.member.private if spec.member \
+            else None
         self._powered_off = False  # by power_off(), for power_on()
         self.cancelled = ""  # why another thread gave up on this machine (cancel)
 

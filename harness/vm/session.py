@@ -10,6 +10,7 @@ distro, with the way out, however many tests want it.
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,16 +208,21 @@ class Session:
             distro = catalog.get(distro)
         return MachineSpec(distro, self.images.get(distro), seed_format, extra_config, kernel_boot)
 
-    def machine(self, name: str, spec: MachineSpec, cold: bool = False) -> Machine:
+    def machine(self, name: str, spec: MachineSpec, cold: bool = False,
+                wire: Callable[[Machine], None] | None = None) -> Machine:
         """A ready machine: restored from the spec's save (the first one of a spec
-        boots cold and is saved), or booted from scratch with `cold` or without saves."""
+        boots cold and is saved), or booted from scratch with `cold` or without saves.
+        `wire` is given the machine, and its template, before they boot (a cluster
+        plugs them into its switch)."""
         if not (cold or self.templates is None or spec.kernel_boot is not None) and \
                 (failed := self.failed_templates.get(spec.key())):
             raise TemplateFailed(f"{name}: {failed}")
         m = self.new_machine(name, spec)
+        if wire is not None:
+            wire(m)
         if cold or self.templates is None or spec.kernel_boot is not None:
             return m.start()
-        return self.templates.restore(spec.key(), lambda: self._template(spec, name), m)
+        return self.templates.restore(spec.key(), lambda: self._template(spec, name, wire), m)
 
     def new_machine(self, name: str, spec: MachineSpec) -> Machine:
         """A machine not yet booted (for tests that drive start() themselves)."""
@@ -224,12 +230,15 @@ class Session:
         self.machines.append(m)
         return m
 
-    def _template(self, spec: MachineSpec, wanted_by: str) -> Machine:
+    def _template(self, spec: MachineSpec, wanted_by: str,
+                  wire: Callable[[Machine], None] | None = None) -> Machine:
         """The spec's first machine, booted cold to be saved. A failed boot is kept
         with its message and console: every later machine of the spec fails with
         the same, at once, instead of a cold boot that would fail the same way."""
         name = f"{spec.distro.name}-t{spec.key()[:6]}".replace("_", "-")
         template = self.new_machine(name, spec)
+        if wire is not None:
+            wire(template)
         try:
             return template.start()
         except Exception as e:
