@@ -5,10 +5,11 @@ of the session's distro at once, sharing them across this module's tests."""
 import re
 import shlex
 import subprocess
+import time
 
 import pytest
 
-from harness.vm import network
+from harness.vm import network, timeouts
 
 pytestmark = [pytest.mark.vm, pytest.mark.cluster(size=2)]
 
@@ -77,16 +78,29 @@ def test_the_host_has_no_address_or_link_on_the_private_network(cluster):
     assert "ctl" in sockets and len(sockets) >= 1 + len(cluster.members), sockets
 
 
+def _console_shows(m, text: str) -> None:
+    """Wait until `text`, written to the guest's serial port, is in its console log."""
+    deadline = time.monotonic() + timeouts.get("ssh_command")
+    while text not in m.console_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert text in m.console_text()
+
+
 def test_a_destroyed_member_is_gone_from_the_network_and_comes_back_on_its_disks(cluster):
     a, b = _pair(cluster)
     b.succeed("echo kept > /var/lib/cluster-marker && sync")
-    before, boots = b.boot_id(), b.console_text().count("Linux version")
+    # A line of this boot in the console log (a restored member has printed nothing).
+    b.succeed("echo harness-before-power-off >/dev/ttyS0")
+    _console_shows(b, "harness-before-power-off")
+    before = b.boot_id()
     cluster.destroy_member(b)
     assert not b.running()
     a.fail(f"busybox ping -c 2 -W 3 {b.private_address}")
     cluster.start_member(b)
     assert b.boot_id() != before  # a new boot, not a restore
     assert b.succeed("cat /var/lib/cluster-marker").strip() == "kept"  # the same disks
-    assert b.console_text().count("Linux version") == boots + 1  # one log, appended to
+    console = b.console_text()  # one log, appended to: the new boot after the old
+    assert "harness-before-power-off" in console
+    assert "Linux version" in console[console.index("harness-before-power-off"):]
     a.succeed(f"busybox ping -c 2 -W 5 {b.private_address}")
     assert any(k.startswith("power_on") for k in b.timings)
