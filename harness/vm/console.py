@@ -38,10 +38,19 @@ PATTERNS = (
 )
 BY_NAME = {p.name: p for p in PATTERNS}
 
-# The x86 kernel's last line before it resets the machine: native_machine_restart()
-# prints "machine restart" under pr_fmt "reboot: " (torvalds/linux
-# arch/x86/kernel/reboot.c @ v6.1). Anything after it comes from the firmware.
+# The kernel's last lines before it resets the machine, under pr_fmt "reboot: ":
+# kernel_restart() prints "Restarting system" at KERN_EMERG, which every console
+# shows (torvalds/linux kernel/reboot.c @ v6.1; "Restarting system with command
+# '...'" when given one), then x86's native_machine_restart() prints "machine
+# restart" at KERN_NOTICE, which `quiet` hides (arch/x86/kernel/reboot.c @ v6.1).
+# Anything after them comes from the firmware. A power-off prints "Power down".
 RESET_LINE = "reboot: machine restart"
+_RESET = re.compile(r"reboot: (?:machine restart|Restarting system)[^\n]*\s*\Z")
+
+
+def ends_with_reset(text: str) -> bool:
+    """Whether the last thing on a console is the kernel resetting the machine."""
+    return bool(_RESET.search(text[-512:]))
 
 
 @dataclass(frozen=True)

@@ -482,7 +482,7 @@ class Machine:
         if self.res.domain is None or self.running():
             return False
         printed = self.console_text()[self._process_mark:]
-        return printed.rstrip().endswith(console.RESET_LINE)
+        return console.ends_with_reset(printed)
 
     def _start_again(self, why: str) -> None:
         """Start the domain as a new QEMU process with the same disks, NVRAM and
@@ -522,7 +522,7 @@ class Machine:
         # Only OVMF was seen crawling; it prints within seconds of a reset, where a
         # BIOS boot may stay silent on the serial port until its kernel.
         if (self.remote or self.distro.boot.firmware != "uefi" or self._cycled_at == len(text)
-                or not text.rstrip().endswith(console.RESET_LINE)
+                or not console.ends_with_reset(text)
                 or silent < timeouts.get("firmware")):
             return
         self._start_again(f"the firmware printed nothing for {silent:.0f}s after the "
@@ -746,11 +746,17 @@ class Machine:
         with a budget of `boots` boots."""
         old = self.boot_id()
         self._console_mark = len(self.console_text())
-        self.run("systemd-run --no-block --on-active=1 systemctl reboot")
+        restarts = self.restarts
+        self.run(_LATER.format("reboot"))
         self._ssh.close()
 
         def new_boot() -> bool:
-            r = self._ssh.run("cat /proc/sys/kernel/random/boot_id", timeouts.get("ssh_command"))
+            # Nothing is asked of the guest until its reset has started a new QEMU
+            # process (watchdog): a probe costs a shutting-down guest a login.
+            if self.restarts == restarts:
+                return False
+            r = self._ssh.run("cat /proc/sys/kernel/random/boot_id", timeouts.get("ssh_command"),
+                              sudo=False)
             if r.status != 0 or r.stdout.strip() in ("", old):
                 return False
             try:
@@ -770,11 +776,19 @@ class Machine:
 
     def shutdown(self) -> None:
         """Power the guest off from inside and wait until the domain has stopped."""
-        self.run("systemd-run --no-block --on-active=1 systemctl poweroff")
+        self.run(_LATER.format("poweroff"))
         self._ssh.close()
         self._watch("shutdown", lambda: not self.running(), timeouts.get("shutdown"),
                     interval=0.5, stopping=True)
         self.res.domain = None  # a transient domain is gone once it stopped
+
+
+# A reboot or power-off a moment after the command that asks for it has returned its
+# exit status over SSH. A transient timer's default accuracy is a minute, which
+# systemd spends as it likes (systemd.timer(5), AccuracySec=): under TCG the
+# one-second timer fired two seconds after it was set.
+_LATER = ("systemd-run --no-block --on-active=300ms --timer-property=AccuracySec=10ms "
+          "systemctl {}")
 
 
 def _unique_dir(parent: Path, name: str) -> Path:

@@ -47,12 +47,19 @@ def test_check_alive_only_reports_and_the_watchdog_power_cycles_a_stuck_reset(ti
     assert m.power_cycles == 1 and m.res.domain.ID() != before and m.running()
 
 
-def test_a_domain_ended_by_the_guests_reset_is_started_again_as_a_new_process(tiny):
+# The kernel's last lines at a reset: both, or under `quiet` (loglevel 4) only the
+# KERN_EMERG one (harness.vm.console.ends_with_reset).
+RESETS = ["[  137.17] reboot: Restarting system\n[  137.18] reboot: machine restart\n",
+          "[  137.17] reboot: Restarting system\n"]
+
+
+@pytest.mark.parametrize("reset", RESETS, ids=["loglevel-7", "quiet"])
+def test_a_domain_ended_by_the_guests_reset_is_started_again_as_a_new_process(tiny, reset):
     m = tiny
     before = m.res.domain.ID()
     # What QEMU does at a guest's reset with on_reboot=destroy: the kernel's last
-    # line on the console, then the process ends.
-    m.console_log.write_text("Linux version 6.1.0\nreboot: machine restart\n")
+    # lines on the console, then the process ends.
+    m.console_log.write_text("Linux version 6.1.0\n" + reset)
     m.res.domain.destroy()
 
     m.check_alive()  # a reset is not a death
