@@ -736,7 +736,7 @@ class Machine:
 
     def boot_id(self) -> str:
         """This boot's id; a new one after every real boot."""
-        return self.succeed("cat /proc/sys/kernel/random/boot_id").strip()
+        return self.succeed(f"cat {_BOOT_ID}").strip()
 
     def reboot(self, settle: Callable[[], bool] | None = None, boots: int = 1) -> None:
         """Reboot and wait for a new boot id; the dropped connection is expected.
@@ -744,10 +744,10 @@ class Machine:
         `settle`, when given, must also hold before the wait ends: for boots that
         reboot again by themselves (a trial boot that fails its health check),
         with a budget of `boots` boots."""
-        old = self.boot_id()
         self._console_mark = len(self.console_text())
         restarts = self.restarts
-        self.run(_LATER.format("reboot"))
+        # One command: the boot id to leave behind, and the reboot.
+        old = self.succeed(f"cat {_BOOT_ID} && {_LATER.format('reboot')}").split()[0]
         self._ssh.close()
 
         def new_boot() -> bool:
@@ -755,8 +755,7 @@ class Machine:
             # process (watchdog): a probe costs a shutting-down guest a login.
             if self.restarts == restarts:
                 return False
-            r = self._ssh.run("cat /proc/sys/kernel/random/boot_id", timeouts.get("ssh_command"),
-                              sudo=False)
+            r = self._ssh.run(f"cat {_BOOT_ID}", timeouts.get("ssh_command"), sudo=False)
             if r.status != 0 or r.stdout.strip() in ("", old):
                 return False
             try:
@@ -787,6 +786,7 @@ class Machine:
 # exit status over SSH. A transient timer's default accuracy is a minute, which
 # systemd spends as it likes (systemd.timer(5), AccuracySec=): under TCG the
 # one-second timer fired two seconds after it was set.
+_BOOT_ID = "/proc/sys/kernel/random/boot_id"
 _LATER = ("systemd-run --no-block --on-active=300ms --timer-property=AccuracySec=10ms "
           "systemctl {}")
 
