@@ -750,6 +750,8 @@ class Machine:
         old = self.succeed(f"cat {_BOOT_ID} && {_LATER.format('reboot')}").split()[0]
         self._ssh.close()
 
+        settled_at = [0.0]
+
         def new_boot() -> bool:
             # Nothing is asked of the guest until its reset has started a new QEMU
             # process (watchdog): a probe costs a shutting-down guest a login.
@@ -758,8 +760,15 @@ class Machine:
             r = self._ssh.run(f"cat {_BOOT_ID}", timeouts.get("ssh_command"), sudo=False)
             if r.status != 0 or r.stdout.strip() in ("", old):
                 return False
+            if settle is None:
+                return True
+            # A boot that may reboot again is asked at most every few seconds: each
+            # `settle` costs it a command as root while it decides.
+            if time.monotonic() - settled_at[0] < _SETTLE_EVERY:
+                return False
+            settled_at[0] = time.monotonic()
             try:
-                return settle is None or settle()
+                return settle()
             except BootFailure:
                 raise
             except MachineError:  # the guest rebooted again under `settle`: not yet
@@ -787,6 +796,7 @@ class Machine:
 # systemd spends as it likes (systemd.timer(5), AccuracySec=): under TCG the
 # one-second timer fired two seconds after it was set.
 _BOOT_ID = "/proc/sys/kernel/random/boot_id"
+_SETTLE_EVERY = 5.0  # seconds between a reboot's `settle` probes
 _LATER = ("systemd-run --no-block --on-active=300ms --timer-property=AccuracySec=10ms "
           "systemctl {}")
 
