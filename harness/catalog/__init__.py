@@ -87,6 +87,9 @@ class Promises:
     # What the update mechanism updates, where the mechanism alone cannot tell (snap:
     # the snap that stands for the system); "" for the mechanism's own choice.
     update_target: str = ""
+    # The systemd unit that runs a cluster member's etcd once its first-boot config
+    # (harness.cluster_configs) sets it up; "" where no etcd member is promised.
+    etcd_unit: str = ""
     # Why a promise is absent, in the distro's own terms (shown as skip reasons).
     notes: dict[str, str] = field(default_factory=dict)
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from harness.catalog import Distro
+from harness.cluster_configs import ETCD_BY_SEED
 from harness.updates import applicability
 
 
@@ -48,6 +49,20 @@ def _auto_fallback(d: Distro, open_network: bool) -> str | None:
     return notes.get("fallback") or notes.get("rollback") or "no automatic fallback promised"
 
 
+def _etcd(d: Distro, open_network: bool) -> str | None:
+    if not d.promises.etcd_unit:
+        return d.promises.notes.get("etcd", "no etcd cluster member promised")
+    if d.boot.seed not in ETCD_BY_SEED:
+        return f"no etcd member configuration is written for seed format {d.boot.seed!r}"
+    return None
+
+
+def _fleet(d: Distro, open_network: bool) -> str | None:
+    """No catalog entry promises fleet: where a distro had it (CoreOS before 2018),
+    no fleet configuration is written yet, and the test says so."""
+    return d.promises.notes.get("fleet", "no fleet configuration is written for this distro")
+
+
 # promise name -> why the distro does not make it (None: it does), given whether
 # guests reach the network (--open-network)
 PROMISES: dict[str, Callable[[Distro, bool], str | None]] = {
@@ -57,6 +72,8 @@ PROMISES: dict[str, Callable[[Distro, bool], str | None]] = {
     "docker_at_boot": _docker_at_boot,
     "update": _update,
     "auto_fallback": _auto_fallback,
+    "etcd": _etcd,
+    "fleet": _fleet,
 }
 
 

@@ -17,7 +17,7 @@ from harness.paths import REPO
 CATALOG = catalog.load()
 # The promises harness.plugin.promises knows (the markers tests use).
 PROMISES = {"readonly", "writable", "docker_shipped", "docker_at_boot", "update",
-            "auto_fallback"}
+            "auto_fallback", "etcd", "fleet"}
 
 
 def harness(cache: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
