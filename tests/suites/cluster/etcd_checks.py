@@ -125,3 +125,8 @@ def test_a_restarted_member_catches_up_with_the_keys_written_while_it_was_down(
     guest_output("after-restart-member-list", etcdctl(m2, "member list"))
     guest_output("after-restart-endpoint-status",
                  etcdctl(m2, "endpoint status --cluster -w table"))
+
+
+# The checks in the order they must run (each builds on the one before), for the
+# modules that collect them: test_etcd.py, test_etcd_ignition.py.
+TESTS = {name: obj for name, obj in list(globals().items()) if name.startswith("test_")}

@@ -4,15 +4,10 @@
 import pytest
 
 from harness import cluster_configs
-from tests.suites.cluster.etcd_checks import (  # noqa: F401 - collected here
-    test_a_key_written_on_one_member_reads_back_on_the_others,
-    test_a_restarted_member_catches_up_with_the_keys_written_while_it_was_down,
-    test_each_member_runs_its_distros_etcd_unit_from_its_own_config,
-    test_members_agree_on_membership_and_leader,
-    test_with_one_member_destroyed_writes_still_succeed,
-    test_with_two_members_destroyed_a_write_fails_with_etcds_error,
-)
+from tests.suites.cluster.etcd_checks import TESTS
 
 SEED = "nocloud"  # the config below is cloud-config (conftest: _seed_of_the_module)
 pytestmark = [pytest.mark.vm, pytest.mark.promise("etcd"),
               pytest.mark.cluster(size=3, config=cluster_configs.ETCD_BY_SEED[SEED])]
+
+globals().update(TESTS)  # collected here, in etcd_checks.py's order
