@@ -9,13 +9,14 @@ from harness.cluster_configs import CLIENT_PORT, PEER_PORT
 pytestmark = [pytest.mark.vm, pytest.mark.promise("etcd")]
 
 
-def test_etcd_is_shipped_at_debians_version(machine):
+def test_etcd_is_shipped_at_debians_version(machine, distro):
     # etcd 3.4's `--version` prints "etcd Version: 3.4.23" (Debian bookworm's etcd-server).
     assert "etcd Version: 3.4." in machine.succeed("etcd --version")
     assert "etcdctl version: 3.4." in machine.succeed("etcdctl version")
 
 
-def test_etcd_is_masked_and_nothing_listens_on_its_ports_without_a_member_config(machine):
+def test_etcd_is_masked_and_nothing_listens_on_its_ports_without_a_member_config(machine,
+                                                                                   distro):
     assert machine.run("systemctl is-enabled etcd.service").stdout.strip() == "masked"
     assert machine.run("systemctl is-active etcd.service").stdout.strip() == "inactive"
     listening = machine.succeed("ss -ltnH")
