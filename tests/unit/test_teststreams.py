@@ -161,5 +161,5 @@ def test_a_cluster_streams_memory_counts_all_its_members():
     free = 3 * cost + 100  # three guests: two single streams, or the cluster alone
     assert teststreams.lanes_that_fit(single, cores=2, free_mib=free, margin_mib=0) == 2
     assert teststreams.lanes_that_fit(cluster, cores=2, free_mib=free, margin_mib=0) == 1
-    assert any(s.guests > 1 and s.paths == (teststreams.CLUSTER,)
+    assert any(s.guests > 1 and teststreams.CLUSTER in s.paths
                for s in teststreams.STREAMS)
