@@ -14,6 +14,7 @@ from harness import cluster_configs as cc
 from harness import seed
 from harness.seed import keys
 from harness.vm import timeouts
+from tests.helpers import run_pytest
 from tests.unit.test_seed import (
     cloud_init_read,
     ignition_validate,
@@ -159,3 +160,25 @@ def test_refos_dropin_is_taken_by_systemd_over_a_debian_like_unit(tmp_path):
               "[Install]\nWantedBy=multi-user.target\n")
     _verify_in_root(tmp_path, "etcd.service", debian,
                     {Path(cc.DEBIAN_DROPIN).name: cc.refos_dropin()})
+
+
+@pytest.mark.parametrize("distro", ["refos", "refos-ignition"])
+def test_fleet_test_is_skipped_in_the_catalogs_words_before_any_boot(distro, tmp_path):
+    result = run_pytest("tests/suites/cluster/test_fleet.py", f"--distro={distro}", "--offline",
+                        "-rs", f"--artifacts={tmp_path}")
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "1 skipped" in result.stdout
+    assert "CoreOS removed it from Container Linux in 2018" in result.stdout
+    assert "coreos-overlay#3025" in result.stdout
+    assert "kernel on the console" not in result.stdout + result.stderr  # nothing booted
+
+
+def test_etcd_suites_run_only_where_an_etcd_member_is_promised():
+    from harness import catalog
+    from harness.plugin.promises import unmet
+
+    known = catalog.load()
+    assert unmet(["etcd"], known["refos"]) is None
+    assert unmet(["etcd"], known["refos-ignition"]) is None
+    assert "no cluster has been run" in unmet(["etcd"], known["refos-ostree"])
+    assert unmet(["etcd"], known["flatcar"]) == "flatcar: no etcd cluster member promised"
