@@ -32,10 +32,13 @@ def test_swarm_forms_and_every_member_is_ready(cluster, guest_output):
     manager, *workers = cluster.members
     wait = timeouts.get("ready")
     manager.succeed(f"docker swarm init --advertise-addr {cluster.address(manager)}", wait)
+    # The join token goes in through stdin, so no command line (nor the log) has it.
     token = manager.succeed("docker swarm join-token -q worker").strip()
     for m in workers:
-        m.succeed(f"docker swarm join --token {shlex.quote(token)} "
+        m.succeed("umask 077 && cat > /run/harness-swarm-token", stdin=token.encode())
+        m.succeed("docker swarm join --token \"$(cat /run/harness-swarm-token)\" "
                   f"--advertise-addr {cluster.address(m)} {cluster.address(manager)}:2377", wait)
+        m.succeed("rm /run/harness-swarm-token")
     manager.wait_until_succeeds(
         "test \"$(docker node ls --format '{{.Status}}' | grep -cx Ready)\" -eq "
         f"{len(cluster.members)}", wait)
